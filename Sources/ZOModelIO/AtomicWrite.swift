@@ -1,0 +1,23 @@
+import Foundation
+
+/// Writes `data` to `path` through a temporary file in the same folder and a rename, so a
+/// crash never leaves a half-written output. Refuses to overwrite any of `inputs`.
+public func writeAtomically(_ data: Data, to path: String, inputs: [String] = []) throws {
+    let target = URL(fileURLWithPath: path).standardizedFileURL.resolvingSymlinksInPath()
+    for input in inputs where URL(fileURLWithPath: input).standardizedFileURL.resolvingSymlinksInPath() == target {
+        throw ModelIOError.io(path: path, reason: "refusing to overwrite an input file")
+    }
+    let dir = target.deletingLastPathComponent()
+    let tmp = dir.appendingPathComponent(".\(target.lastPathComponent).tmp-\(getpid())")
+    do {
+        try data.write(to: tmp)
+        if FileManager.default.fileExists(atPath: target.path) {
+            _ = try FileManager.default.replaceItemAt(target, withItemAt: tmp)
+        } else {
+            try FileManager.default.moveItem(at: tmp, to: target)
+        }
+    } catch {
+        try? FileManager.default.removeItem(at: tmp)
+        throw ModelIOError.io(path: path, reason: "cannot write: \(error.localizedDescription)")
+    }
+}

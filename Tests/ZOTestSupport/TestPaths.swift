@@ -1,0 +1,42 @@
+import Foundation
+
+/// Where tests find the real model and the shared fixtures. The model is fetched by
+/// scripts/fetch-model.sh (the test script runs it first); a missing model is a test failure.
+public enum TestPaths {
+    /// The repository root, derived from this file's location.
+    public static let repo: URL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    public static let shared: URL = repo.deletingLastPathComponent().appendingPathComponent("shared")
+    public static let fixtures: URL = shared.appendingPathComponent("fixtures/smollm2")
+    public static let data: URL = shared.appendingPathComponent("data")
+
+    public static var model: String {
+        if let p = ProcessInfo.processInfo.environment["ZO_MODEL"], !p.isEmpty { return p }
+        let cache = ProcessInfo.processInfo.environment["ZO_CACHE"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? (NSHomeDirectory() + "/.cache/zo")
+        return cache + "/SmolLM2-135M-Instruct.Q4_1.gguf"
+    }
+
+    public struct Missing: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// The model path, or an error telling how to fetch it.
+    public static func requireModel() throws -> String {
+        guard FileManager.default.fileExists(atPath: model) else {
+            throw Missing(description: "model not found at \(model): run scripts/fetch-model.sh (or set ZO_MODEL)")
+        }
+        return model
+    }
+
+    public static func fixture(_ name: String) throws -> Data {
+        try Data(contentsOf: fixtures.appendingPathComponent(name))
+    }
+
+    /// A fresh temporary directory for one test.
+    public static func tempDir() -> URL {
+        let u = FileManager.default.temporaryDirectory.appendingPathComponent("zo-test-\(UUID().uuidString)")
+        try? FileManager.default.createDirectory(at: u, withIntermediateDirectories: true)
+        return u
+    }
+}
