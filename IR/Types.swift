@@ -1,0 +1,114 @@
+/// Element types. Integer types may carry quantization parameters in their `TensorType`.
+public enum DType: String, CaseIterable, Hashable, Sendable {
+    case f32, i8, i16, i32, i64
+
+    public var byteSize: Int {
+        switch self {
+        case .i8: return 1
+        case .i16: return 2
+        case .f32, .i32: return 4
+        case .i64: return 8
+        }
+    }
+
+    public var isInteger: Bool { self != .f32 }
+}
+
+/// What the integer bits of a quantized tensor mean: real = scale · (q − zeroPoint).
+public enum Quantization: Hashable, Sendable {
+    case perTensor(scale: Float, zeroPoint: Int)
+    /// One scale per index of `axis`; the scales are the f32 constant named `scales`, zero point 0.
+    case perChannel(axis: Int, scales: String)
+}
+
+/// A tensor's static type: dtype, shape and (for integers) optional quantization.
+public struct TensorType: Hashable, Sendable, CustomStringConvertible {
+    public var dtype: DType
+    public var shape: [Int]
+    public var quant: Quantization?
+
+    public init(_ dtype: DType, _ shape: [Int], quant: Quantization? = nil) {
+        self.dtype = dtype; self.shape = shape; self.quant = quant
+    }
+
+    public static func f32(_ shape: [Int]) -> TensorType { TensorType(.f32, shape) }
+
+    public var rank: Int { shape.count }
+    public var elementCount: Int { shape.reduce(1, *) }
+    public var byteCount: Int { elementCount * dtype.byteSize }
+
+    public var description: String { IRPrinter.typeText(self) }
+}
+
+/// Row-major strides of a shape.
+public func strides(of shape: [Int]) -> [Int] {
+    var s = [Int](repeating: 1, count: shape.count)
+    var acc = 1
+    for i in stride(from: shape.count - 1, through: 0, by: -1) { s[i] = acc; acc *= shape[i] }
+    return s
+}
+
+/// The numpy broadcast of two shapes, or nil when they do not broadcast.
+public func broadcastShape(_ a: [Int], _ b: [Int]) -> [Int]? {
+    let n = max(a.count, b.count)
+    var out = [Int](repeating: 1, count: n)
+    for i in 0..<n {
+        let x = i < n - a.count ? 1 : a[i - (n - a.count)]
+        let y = i < n - b.count ? 1 : b[i - (n - b.count)]
+        if x == y || y == 1 { out[i] = x } else if x == 1 { out[i] = y } else { return nil }
+    }
+    return out
+}
+
+/// Attribute values. Floats are stored as Double and printed so they parse back exactly.
+public enum Attribute: Hashable, Sendable {
+    case int(Int)
+    case float(Double)
+    case ints([Int])
+    case floats([Double])
+    case string(String)
+    case bool(Bool)
+    /// A reference to a module constant (`@name`).
+    case symbol(String)
+
+    public var kindName: String {
+        switch self {
+        case .int: return "int"
+        case .float: return "float"
+        case .ints: return "int list"
+        case .floats: return "float list"
+        case .string: return "string"
+        case .bool: return "bool"
+        case .symbol: return "symbol"
+        }
+    }
+}
+
+/// Element data of a constant or a runtime tensor.
+public enum TensorData: Sendable, Equatable {
+    case f32([Float])
+    case i8([Int8])
+    case i16([Int16])
+    case i32([Int32])
+    case i64([Int64])
+
+    public var dtype: DType {
+        switch self {
+        case .f32: return .f32
+        case .i8: return .i8
+        case .i16: return .i16
+        case .i32: return .i32
+        case .i64: return .i64
+        }
+    }
+
+    public var count: Int {
+        switch self {
+        case let .f32(a): return a.count
+        case let .i8(a): return a.count
+        case let .i16(a): return a.count
+        case let .i32(a): return a.count
+        case let .i64(a): return a.count
+        }
+    }
+}

@@ -1,0 +1,192 @@
+import Foundation
+import ZOIR
+import ZOModelIO
+
+/// What to build: the static batch and number of new tokens, and the KV-cache capacity of the
+/// past (0: a plain forward pass whose RoPE tables and causal mask are compile-time constants).
+public struct ForwardShape: Hashable, Sendable {
+    public var batch: Int
+    public var seqLen: Int
+    public var cacheLen: Int
+    /// Also return each layer's new keys and values ("k.L", "v.L") so a host can fill a cache.
+    public var emitCache: Bool
+
+    public init(batch: Int = 1, seqLen: Int, cacheLen: Int = 0, emitCache: Bool = false) {
+        self.batch = batch; self.seqLen = seqLen; self.cacheLen = cacheLen; self.emitCache = emitCache || cacheLen > 0
+    }
+}
+
+/// Builds float-profile graphs of Llama-family models (llama, qwen2) from a GGUF:
+/// RMSNorm, RoPE with the model's base, grouped-query attention, SwiGLU MLP, tied or separate
+/// output head, q/k/v biases where the model has them. Embedding lookup stays on the host: a
+/// function takes `embeddings` [B, T, D] and returns `logits` [B, T, V].
+public final class LlamaImporter {
+    public let gguf: GGUFFile
+    public let config: ModelConfig
+    public let builder: ModuleBuilder
+
+    public init(gguf: GGUFFile) throws {
+        self.gguf = gguf
+        config = try ModelConfig(gguf: gguf)
+        builder = ModuleBuilder(name: Self.moduleName(gguf), attributes: Self.configAttributes(config))
+        try declareWeights()
+    }
+
+    static func moduleName(_ g: GGUFFile) -> String {
+        let base = (try? g.string("general.basename")) ?? (try? g.string("general.name")) ?? "model"
+        let size = (try? g.string("general.size_label")).map { "-" + $0 } ?? ""
+        return (base + size).lowercased().map { IRPrinterName.isSafe($0) ? $0 : "_" }.map(String.init).joined()
+    }
+
+    public static func configAttributes(_ c: ModelConfig) -> [String: Attribute] {
+        [
+            "arch": .string(c.arch.rawValue), "layers": .int(c.layers), "hidden": .int(c.hidden), "ffn": .int(c.ffn),
+            "heads": .int(c.heads), "kv_heads": .int(c.kvHeads), "head_dim": .int(c.headDim), "vocab": .int(c.vocab),
+            "rope_base": .float(c.ropeBase), "rms_eps": .float(c.rmsEps), "rope_mode": .string(c.ropeNeox ? "neox" : "norm"),
+        ]
+    }
+
+    /// The names of the weights one block uses.
+    static func blockWeights(_ l: Int, bias: Bool) -> [String] {
+        var w = ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"]
+            .map { "blk.\(l).\($0).weight" }
+        if bias { w += ["attn_q", "attn_k", "attn_v"].map { "blk.\(l).\($0).bias" } }
+        return w
+    }
+
+    /// Declares every weight as an f32 constant backed lazily by the GGUF, with shapes checked.
+    func declareWeights() throws {
+        let c = config
+        var expected: [(String, [Int])] = [("token_embd.weight", [c.vocab, c.hidden]), ("output_norm.weight", [c.hidden])]
+        if !c.tiedEmbeddings { expected.append(("output.weight", [c.vocab, c.hidden])) }
+        let kvDim = c.kvHeads * c.headDim
+        for l in 0..<c.layers {
+            let p = "blk.\(l)."
+            expected += [
+                (p + "attn_norm.weight", [c.hidden]), (p + "attn_q.weight", [c.hidden, c.hidden]),
+                (p + "attn_k.weight", [kvDim, c.hidden]), (p + "attn_v.weight", [kvDim, c.hidden]),
+                (p + "attn_output.weight", [c.hidden, c.hidden]), (p + "ffn_norm.weight", [c.hidden]),
+                (p + "ffn_gate.weight", [c.ffn, c.hidden]), (p + "ffn_up.weight", [c.ffn, c.hidden]),
+                (p + "ffn_down.weight", [c.hidden, c.ffn]),
+            ]
+            if c.qkvBias { expected += [(p + "attn_q.bias", [c.hidden]), (p + "attn_k.bias", [kvDim]), (p + "attn_v.bias", [kvDim])] }
+        }
+        for (name, shape) in expected {
+            guard let info = gguf.tensorInfo(name) else { throw ModelIOError.missingTensor(path: gguf.path, name: name) }
+            guard info.shape == shape else { throw ModelIOError.tensorShape(path: gguf.path, name: name, expected: shape, found: info.shape) }
+            guard info.type.canDequantize else { throw ModelIOError.unsupportedTensorType(path: gguf.path, tensor: name, type: info.type.rawValue) }
+            let g = gguf
+            builder.declareConstant(name, .f32(shape), .lazy { .f32(try g.dequantize(info)) })
+        }
+    }
+
+    public var module: Module { builder.module }
+
+    /// Adds a forward function named `name` of the given shape and returns the module so far.
+    @discardableResult
+    public func addForward(_ name: String, _ shape: ForwardShape) throws -> Module {
+        let c = config
+        let f = FunctionBuilder(name, in: builder)
+        let B = shape.batch, T = shape.seqLen, C = shape.cacheLen, S = C + T
+        let x0 = f.param("embeddings", .f32([B, T, c.hidden]))
+        let cos: Value, sin: Value, mask: Value
+        var caches: [(Value, Value)] = []
+        if C == 0 {
+            // Positions 0..<T: tables and the causal mask are constants of this shape.
+            let (ct, st) = RopeTables.make(positions: Array(0..<T), headDim: c.headDim, base: c.ropeBase)
+            builder.declareConstant("rope.cos.\(T)", .f32([T, c.headDim / 2]), .data(.f32(ct)))
+            builder.declareConstant("rope.sin.\(T)", .f32([T, c.headDim / 2]), .data(.f32(st)))
+            builder.declareConstant("mask.causal.\(T)", .f32([T, T]), .data(.f32(RopeTables.causalMask(T))))
+            cos = try f.constant("rope.cos.\(T)")
+            sin = try f.constant("rope.sin.\(T)")
+            mask = try f.constant("mask.causal.\(T)")
+        } else {
+            cos = f.param("rope.cos", .f32([T, c.headDim / 2]))
+            sin = f.param("rope.sin", .f32([T, c.headDim / 2]))
+            mask = f.param("mask", .f32([T, S]))
+            for l in 0..<c.layers {
+                caches.append((f.param("k_cache.\(l)", .f32([B, c.kvHeads, C, c.headDim])),
+                               f.param("v_cache.\(l)", .f32([B, c.kvHeads, C, c.headDim]))))
+            }
+        }
+        var h = x0
+        var newKV: [(Value, Value)] = []
+        for l in 0..<c.layers {
+            f.loc = "blk.\(l).attn"
+            let (attnOut, k, v) = try attention(f, layer: l, h, cos: cos, sin: sin, mask: mask, cache: C > 0 ? caches[l] : nil, B: B, T: T)
+            h = try f.emit(.add, [h, attnOut])
+            newKV.append((k, v))
+            f.loc = "blk.\(l).ffn"
+            h = try f.emit(.add, [h, try mlp(f, layer: l, h)])
+        }
+        f.loc = "head"
+        let logits = try head(f, h)
+        f.output("logits", logits)
+        if shape.emitCache {
+            for (l, kv) in newKV.enumerated() { f.output("k.\(l)", kv.0); f.output("v.\(l)", kv.1) }
+        }
+        f.finish()
+        return builder.module
+    }
+
+    func w(_ f: FunctionBuilder, _ name: String) throws -> Value { try f.constant(name) }
+
+    /// Self-attention of one block; returns its output [B, T, D] and this call's keys and values [B, kvh, T, hd].
+    func attention(_ f: FunctionBuilder, layer l: Int, _ x: Value, cos: Value, sin: Value, mask: Value,
+                   cache: (Value, Value)?, B: Int, T: Int) throws -> (Value, Value, Value) {
+        let c = config
+        let p = "blk.\(l)."
+        let hd = c.headDim, kvh = c.kvHeads, g = c.heads / c.kvHeads
+        let n = try f.emit(.rmsNorm, [x, w(f, p + "attn_norm.weight")], ["eps": .float(c.rmsEps)])
+        func proj(_ which: String, heads: Int) throws -> Value {
+            var ops = [n, try w(f, p + "attn_\(which).weight")]
+            if c.qkvBias { ops.append(try w(f, p + "attn_\(which).bias")) }
+            let y = try f.emit(.fullyConnected, ops)
+            let r = try f.emit(.reshape, [y], ["shape": .ints([B, T, heads, hd])])
+            return try f.emit(.transpose, [r], ["perm": .ints([0, 2, 1, 3])])
+        }
+        let mode: Attribute = .string(c.ropeNeox ? "neox" : "norm")
+        let q = try f.emit(.rope, [proj("q", heads: c.heads), cos, sin], ["mode": mode])
+        let k = try f.emit(.rope, [proj("k", heads: kvh), cos, sin], ["mode": mode])
+        let v = try proj("v", heads: kvh)
+        var keys = k, values = v
+        if let (kc, vc) = cache {
+            keys = try f.emit(.concat, [kc, k], ["axis": .int(2)])
+            values = try f.emit(.concat, [vc, v], ["axis": .int(2)])
+        }
+        let S = keys.type.shape[2]
+        // Query heads h = kv·g + j share kv head kv: group them so one matmul per kv head serves g heads.
+        let qg = try f.emit(.reshape, [q], ["shape": .ints([B, kvh, g * T, hd])])
+        var s = try f.emit(.matmul, [qg, keys], ["transpose_b": .bool(true)])
+        s = try f.emit(.scale, [s], ["factor": .float(1.0 / Double(hd).squareRoot())])
+        s = try f.emit(.reshape, [s], ["shape": .ints([B, kvh, g, T, S])])
+        s = try f.emit(.add, [s, mask])
+        s = try f.emit(.softmax, [s], ["axis": .int(-1)])
+        s = try f.emit(.reshape, [s], ["shape": .ints([B, kvh, g * T, S])])
+        var a = try f.emit(.matmul, [s, values])
+        a = try f.emit(.reshape, [a], ["shape": .ints([B, c.heads, T, hd])])
+        a = try f.emit(.transpose, [a], ["perm": .ints([0, 2, 1, 3])])
+        a = try f.emit(.reshape, [a], ["shape": .ints([B, T, c.hidden])])
+        let o = try f.emit(.fullyConnected, [a, w(f, p + "attn_output.weight")])
+        return (o, k, v)
+    }
+
+    /// SwiGLU MLP of one block: down(silu(gate(n)) · up(n)), n = rms_norm(x).
+    func mlp(_ f: FunctionBuilder, layer l: Int, _ x: Value) throws -> Value {
+        let p = "blk.\(l)."
+        let n = try f.emit(.rmsNorm, [x, w(f, p + "ffn_norm.weight")], ["eps": .float(config.rmsEps)])
+        let gate = try f.emit(.fullyConnected, [n, w(f, p + "ffn_gate.weight")])
+        let up = try f.emit(.fullyConnected, [n, w(f, p + "ffn_up.weight")])
+        let act = try f.emit(.mul, [f.emit(.silu, [gate]), up])
+        return try f.emit(.fullyConnected, [act, w(f, p + "ffn_down.weight")])
+    }
+
+    func head(_ f: FunctionBuilder, _ x: Value) throws -> Value {
+        let n = try f.emit(.rmsNorm, [x, w(f, "output_norm.weight")], ["eps": .float(config.rmsEps)])
+        return try f.emit(.fullyConnected, [n, w(f, config.tiedEmbeddings ? "token_embd.weight" : "output.weight")])
+    }
+}
+
+enum IRPrinterName {
+    static func isSafe(_ c: Character) -> Bool { c.isLetter && c.isASCII || c.isNumber && c.isASCII || c == "_" || c == "-" || c == "." }
+}

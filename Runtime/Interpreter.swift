@@ -1,0 +1,139 @@
+import Foundation
+import ZOIR
+
+/// The reference interpreter: executes any verified function of a module. Float ops follow the
+/// catalog's semantics in f32 (matmuls through OpenBLAS). Intermediate buffers are returned to a
+/// pool after their last use and reused by later ops of the same size.
+public final class Interpreter {
+    public let module: Module
+    private var constants: [String: TensorData] = [:]
+    private var plans: [String: Plan] = [:]
+    private var pool = BufferPool()
+
+    /// Per-function facts computed once: where each value is last used.
+    struct Plan {
+        let function: Function
+        let lastUse: [Int]
+        let isResult: [Bool]
+    }
+
+    /// `constantsFrom`: reuse the constants another interpreter has materialized (same weights).
+    public init(module: Module, constantsFrom other: Interpreter? = nil) throws {
+        try Verifier.verify(module)
+        self.module = module
+        if let o = other { constants = o.constants }
+    }
+
+    /// The data of a constant, materialized (e.g. dequantized) on first use and kept.
+    public func constant(_ name: String) throws -> TensorData {
+        if let d = constants[name] { return d }
+        guard let decl = module.constant(name) else { throw RuntimeError.missingConstantData(name) }
+        guard let src = module.constantData[name] else { throw RuntimeError.missingConstantData(name) }
+        let d: TensorData
+        switch src {
+        case let .data(x): d = x
+        case let .lazy(make): d = try make()
+        }
+        guard d.dtype == decl.type.dtype, d.count == decl.type.elementCount else {
+            throw RuntimeError.constantMismatch(name: name, expected: decl.type.description, got: "\(d.dtype.rawValue) × \(d.count)")
+        }
+        constants[name] = d
+        return d
+    }
+
+    func plan(_ name: String) throws -> Plan {
+        if let p = plans[name] { return p }
+        guard let f = module.function(name) else { throw RuntimeError.noFunction(name, available: module.functions.map(\.name)) }
+        var last = [Int](repeating: -1, count: f.valueCount)
+        for (i, op) in f.ops.enumerated() { for o in op.operands { last[o] = i } }
+        var isResult = [Bool](repeating: false, count: f.valueCount)
+        for v in f.resultValues { isResult[v] = true }
+        let p = Plan(function: f, lastUse: last, isResult: isResult)
+        plans[name] = p
+        return p
+    }
+
+    /// Runs `function` on named inputs; returns its named results.
+    public func run(_ function: String, _ inputs: [String: TensorData]) throws -> [String: TensorData] {
+        let p = try plan(function)
+        let f = p.function
+        for k in inputs.keys where !f.params.contains(where: { $0.name == k }) {
+            throw RuntimeError.unexpectedInput(function: f.name, name: k)
+        }
+        var values = [TensorData?](repeating: nil, count: f.valueCount)
+        for (i, param) in f.params.enumerated() {
+            guard let d = inputs[param.name] else { throw RuntimeError.missingInput(function: f.name, name: param.name) }
+            guard d.dtype == param.type.dtype, d.count == param.type.elementCount else {
+                throw RuntimeError.inputMismatch(function: f.name, name: param.name, expected: param.type.description,
+                                                 got: "\(d.dtype.rawValue) × \(d.count)")
+            }
+            values[i] = d
+        }
+        let n = f.params.count
+        for (i, op) in f.ops.enumerated() {
+            let id = n + i
+            let operands = op.operands.map { values[$0]! }
+            let types = op.operands.map { f.type(of: $0) }
+            do {
+                values[id] = try execute(op, operands, types)
+            } catch let e as KernelError {
+                throw RuntimeError.unsupported(function: f.name, value: id, op: op.kind.rawValue, reason: e.message)
+            }
+            for o in op.operands where p.lastUse[o] == i && o >= n && !p.isResult[o] && f.ops[o - n].kind != .constant {
+                if case let .f32(buf)? = values[o] { pool.give(buf) }
+                values[o] = nil
+            }
+        }
+        var out: [String: TensorData] = [:]
+        for (name, v) in f.results { out[name] = values[v]! }
+        return out
+    }
+
+    func execute(_ op: Op, _ x: [TensorData], _ t: [TensorType]) throws -> TensorData {
+        switch op.kind {
+        case .constant:
+            guard case let .symbol(name)? = op.attributes["name"] else { throw KernelError("constant without a name") }
+            return try constant(name)
+        case .fullyConnected:
+            return .f32(FloatKernels.fullyConnected(try f32(x[0]), t[0], try f32(x[1]), t[1], bias: x.count > 2 ? try f32(x[2]) : nil, pool: &pool))
+        case .matmul:
+            let tb = AttrReader(op.attributes).bool("transpose_b", default: false)
+            return .f32(FloatKernels.matmul(try f32(x[0]), t[0], try f32(x[1]), t[1], transposeB: tb, out: op.type, pool: &pool))
+        case .add, .sub, .mul:
+            return .f32(FloatKernels.binary(op.kind, try f32(x[0]), t[0].shape, try f32(x[1]), t[1].shape, out: op.type.shape, pool: &pool))
+        case .scale:
+            let factor = Float(try AttrReader(op.attributes).float("factor"))
+            return .f32(FloatKernels.map(try f32(x[0]), pool: &pool) { $0 * factor })
+        case .silu:
+            return .f32(FloatKernels.map(try f32(x[0]), pool: &pool) { $0 / (1 + expf(-$0)) })
+        case .rmsNorm:
+            let eps = Float(try AttrReader(op.attributes).float("eps"))
+            return .f32(FloatKernels.rmsNorm(try f32(x[0]), try f32(x[1]), eps: eps, pool: &pool))
+        case .softmax:
+            let axis = try AttrReader(op.attributes).int("axis")
+            guard axis == -1 || axis == t[0].rank - 1 else { throw KernelError("softmax is implemented on the last axis only") }
+            return .f32(FloatKernels.softmaxLastAxis(try f32(x[0]), rowLength: t[0].shape.last!, pool: &pool))
+        case .rope:
+            let neox = try AttrReader(op.attributes).string("mode") == "neox"
+            return .f32(FloatKernels.rope(try f32(x[0]), t[0].shape, cos: try f32(x[1]), sin: try f32(x[2]), neox: neox, pool: &pool))
+        case .reshape:
+            return x[0]
+        case .transpose:
+            let perm = try AttrReader(op.attributes).ints("perm")
+            return ShapeKernels.transpose(x[0], t[0].shape, perm: perm)
+        case .slice:
+            let r = AttrReader(op.attributes)
+            return ShapeKernels.slice(x[0], t[0].shape, begin: try r.ints("begin"), size: try r.ints("size"))
+        case .concat:
+            let axis = try AttrReader(op.attributes).int("axis")
+            return ShapeKernels.concat(x, t.map(\.shape), axis: axis < 0 ? axis + t[0].rank : axis)
+        }
+    }
+
+    func f32(_ d: TensorData) throws -> [Float] {
+        guard case let .f32(a) = d else { throw KernelError("expected f32 data, got \(d.dtype.rawValue)") }
+        return a
+    }
+}
+
+struct KernelError: Error { let message: String; init(_ m: String) { message = m } }

@@ -1,0 +1,99 @@
+import ZOIR
+
+/// An array transform that works for every element type (Swift closures cannot be generic).
+protocol ElementTransform {
+    func callAsFunction<T>(_ a: [T]) -> [T]
+}
+
+extension TensorData {
+    func mapElements<F: ElementTransform>(_ f: F) -> TensorData {
+        switch self {
+        case let .f32(a): return .f32(f(a))
+        case let .i8(a): return .i8(f(a))
+        case let .i16(a): return .i16(f(a))
+        case let .i32(a): return .i32(f(a))
+        case let .i64(a): return .i64(f(a))
+        }
+    }
+}
+
+/// Static shape ops, for every element type.
+enum ShapeKernels {
+    struct Transpose: ElementTransform {
+        let shape: [Int], perm: [Int]
+        func callAsFunction<T>(_ x: [T]) -> [T] {
+            let r = shape.count
+            guard r > 0, !x.isEmpty else { return x }
+            let inStrides = strides(of: shape)
+            let outShape = perm.map { shape[$0] }
+            let step = perm.map { inStrides[$0] }
+            var out = [T]()
+            out.reserveCapacity(x.count)
+            var idx = [Int](repeating: 0, count: r)
+            var src = 0
+            let last = r - 1, inner = outShape[last], innerStep = step[last]
+            x.withUnsafeBufferPointer { xp in
+                while true {
+                    var s = src
+                    for _ in 0..<inner { out.append(xp[s]); s += innerStep }
+                    // Advance the output multi-index over all but the last dim (odometer order).
+                    var d = last - 1
+                    while d >= 0 {
+                        idx[d] += 1
+                        src += step[d]
+                        if idx[d] < outShape[d] { break }
+                        src -= step[d] * idx[d]
+                        idx[d] = 0
+                        d -= 1
+                    }
+                    if d < 0 { break }
+                }
+            }
+            return out
+        }
+    }
+
+    struct Slice: ElementTransform {
+        let shape: [Int], begin: [Int], size: [Int]
+        func callAsFunction<T>(_ x: [T]) -> [T] {
+            let st = strides(of: shape), ost = strides(of: size)
+            let count = size.reduce(1, *)
+            var out = [T]()
+            out.reserveCapacity(count)
+            for i in 0..<count {
+                var rem = i, src = 0
+                for d in 0..<shape.count { let q = rem / ost[d]; rem -= q * ost[d]; src += (begin[d] + q) * st[d] }
+                out.append(x[src])
+            }
+            return out
+        }
+    }
+
+    static func transpose(_ x: TensorData, _ shape: [Int], perm: [Int]) -> TensorData {
+        x.mapElements(Transpose(shape: shape, perm: perm))
+    }
+
+    static func slice(_ x: TensorData, _ shape: [Int], begin: [Int], size: [Int]) -> TensorData {
+        x.mapElements(Slice(shape: shape, begin: begin, size: size))
+    }
+
+    static func concat(_ xs: [TensorData], _ shapes: [[Int]], axis: Int) -> TensorData {
+        // For each outer index, each operand's contiguous chunk in turn.
+        let outer = shapes[0][..<axis].reduce(1, *)
+        let chunks = shapes.map { $0[axis...].reduce(1, *) }
+        func join<T>(_ arrays: [[T]]) -> [T] {
+            var out = [T]()
+            out.reserveCapacity(arrays.reduce(0) { $0 + $1.count })
+            for o in 0..<outer { for (a, c) in zip(arrays, chunks) { out.append(contentsOf: a[(o * c)..<((o + 1) * c)]) } }
+            return out
+        }
+        func all<T>(_ get: (TensorData) -> [T]?) -> [[T]] { xs.map { get($0) ?? [] } }
+        switch xs[0] {
+        case .f32: return .f32(join(all { if case let .f32(a) = $0 { a } else { nil } }))
+        case .i8: return .i8(join(all { if case let .i8(a) = $0 { a } else { nil } }))
+        case .i16: return .i16(join(all { if case let .i16(a) = $0 { a } else { nil } }))
+        case .i32: return .i32(join(all { if case let .i32(a) = $0 { a } else { nil } }))
+        case .i64: return .i64(join(all { if case let .i64(a) = $0 { a } else { nil } }))
+        }
+    }
+}
