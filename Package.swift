@@ -34,7 +34,7 @@ let package = Package(
             "ZOIR", "ZORuntime", "ZOLowering", "ZOModelIO",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "benchmarks/zobench"),
-        .target(name: "ZOTestSupport", path: "Tests/ZOTestSupport"),
+        .target(name: "ZOTestSupport", dependencies: ["ZOModelIO"], path: "Tests/ZOTestSupport"),
         .testTarget(name: "ZOModelIOTests", dependencies: ["ZOModelIO", "ZOTestSupport"], path: "Tests/ZOModelIOTests"),
         .testTarget(name: "ZOIRTests", dependencies: ["ZOIR", "ZOTestSupport"], path: "Tests/ZOIRTests"),
         .testTarget(name: "ZORuntimeTests", dependencies: ["ZORuntime", "ZOIR", "ZOModelIO", "ZOTestSupport"], path: "Tests/ZORuntimeTests"),

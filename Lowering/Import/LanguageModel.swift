@@ -89,9 +89,8 @@ public final class LanguageModel {
         var next = argmax(lastLogits(out, positions: P))
         var generated = [next]
         onToken(next)
-        let stops = Set([tokenizer.eosID, tokenizer.imEnd].compactMap { $0 })
         let decodeName = "decode_c\(capacity)"
-        while generated.count < maxTokens && !stops.contains(next) {
+        while generated.count < maxTokens && !isStopToken(next) {
             interp = try function(decodeName, ForwardShape(seqLen: 1, cacheLen: capacity))
             let (cs, sn) = RopeTables.make(positions: [filled], headDim: c.headDim, base: c.ropeBase)
             var inputs: [String: TensorData] = [
@@ -108,6 +107,9 @@ public final class LanguageModel {
         }
         return generated
     }
+
+    /// EOS or the end of a chat turn.
+    public func isStopToken(_ id: Int) -> Bool { id == tokenizer.eosID || id == tokenizer.imEnd }
 
     func lastLogits(_ out: [String: TensorData], positions: Int) -> ArraySlice<Float> {
         guard case let .f32(l)? = out["logits"] else { return [] }

@@ -14,7 +14,18 @@ public enum GGMLType: UInt32, Sendable, CustomStringConvertible {
         case .i16: return "I16"
         case .i32: return "I32"
         case .i64: return "I64"
-        default: return "\(self)".uppercased()
+        case .q4_0: return "Q4_0"
+        case .q4_1: return "Q4_1"
+        case .q5_0: return "Q5_0"
+        case .q5_1: return "Q5_1"
+        case .q8_0: return "Q8_0"
+        case .q8_1: return "Q8_1"
+        case .q2_K: return "Q2_K"
+        case .q3_K: return "Q3_K"
+        case .q4_K: return "Q4_K"
+        case .q5_K: return "Q5_K"
+        case .q6_K: return "Q6_K"
+        case .q8_K: return "Q8_K"
         }
     }
 

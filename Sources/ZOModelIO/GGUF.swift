@@ -109,14 +109,11 @@ public final class GGUFFile: @unchecked Sendable {
         let tensorCount = try c.read(UInt64.self, "tensor_count")
         let kvOffset = c.offset
         let kvCount = try c.read(UInt64.self, "metadata_kv_count")
-        // Every entry takes at least 8+8 bytes (name length + something), so counts beyond that are corrupt.
-        guard tensorCount <= UInt64(c.remaining / 8) else {
-            throw ModelIOError.invalid(path: path, offset: tensorCountOffset, field: "tensor_count", reason: "\(tensorCount) tensors cannot fit in the file")
+        // A metadata entry takes at least 13 bytes (key length, type, one byte of value).
+        guard kvCount <= UInt64(c.remaining / 13) else {
+            throw ModelIOError.truncated(path: path, offset: kvOffset, field: "metadata_kv_count (\(kvCount) entries)",
+                                         needed: Int(clamping: kvCount.multipliedReportingOverflow(by: 13).partialValue), available: c.remaining)
         }
-        guard kvCount <= UInt64(c.remaining / 8) else {
-            throw ModelIOError.invalid(path: path, offset: kvOffset, field: "metadata_kv_count", reason: "\(kvCount) entries cannot fit in the file")
-        }
-
         var md: [(key: String, value: GGUFValue)] = []
         var mdIndex: [String: Int] = [:]
         for i in 0..<Int(kvCount) {
@@ -146,6 +143,11 @@ public final class GGUFFile: @unchecked Sendable {
         }
         alignment = align
 
+        // A tensor info takes at least 8 + 4 + 8 + 4 + 8 bytes.
+        guard tensorCount <= UInt64(c.remaining / 32) else {
+            throw ModelIOError.truncated(path: path, offset: tensorCountOffset, field: "tensor_count (\(tensorCount) tensor infos after the metadata)",
+                                         needed: Int(clamping: tensorCount.multipliedReportingOverflow(by: 32).partialValue), available: c.remaining)
+        }
         var infos: [GGUFTensorInfo] = []
         var tIndex: [String: Int] = [:]
         for i in 0..<Int(tensorCount) {
@@ -230,7 +232,7 @@ public final class GGUFFile: @unchecked Sendable {
             let countOff = c.offset
             let n = try c.read(UInt64.self, "\(field) count")
             guard n <= UInt64(c.remaining) else {
-                throw ModelIOError.invalid(path: c.path, offset: countOff, field: "\(field) count", reason: "\(n) elements cannot fit in the \(c.remaining) bytes left")
+                throw ModelIOError.truncated(path: c.path, offset: countOff, field: "\(field) (\(n) elements)", needed: Int(clamping: n), available: c.remaining)
             }
             var out: [GGUFValue] = []
             out.reserveCapacity(Int(n))

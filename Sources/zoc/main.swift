@@ -1,1 +1,67 @@
-print("wip")
+import ArgumentParser
+import Foundation
+import ZOIR
+import ZOLowering
+import ZOModelIO
+
+/// zoc: the compiler. Thin: every command is a call into the libraries.
+@main
+struct Zoc: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "zo compiler: import models into the zo IR, verify and transform graphs.",
+        subcommands: [Import.self, Verify.self])
+}
+
+struct Import: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Import a GGUF model as a float-profile IR module.")
+
+    @Argument(help: "The model file (GGUF).") var model: String
+    @Option(help: "Static sequence length of the forward function.") var seqLen: Int
+    @Option(help: "Static batch size.") var batch: Int = 1
+    @Option(name: [.customShort("o"), .long], help: "Write the IR here instead of stdout.") var output: String?
+
+    func validate() throws {
+        guard seqLen >= 1 else { throw ValidationError("--seq-len must be at least 1") }
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
+    }
+
+    func run() throws {
+        let importer = try LlamaImporter(gguf: GGUFFile(path: model))
+        let m = try importer.addForward("forward", ForwardShape(batch: batch, seqLen: seqLen))
+        try Verifier.verify(m)
+        try emit(IRPrinter.print(m), to: output, inputs: [model])
+    }
+}
+
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Parse and verify an IR file; exits non-zero with diagnostics when it is not valid.")
+
+    @Argument(help: "The IR file (.zoir).") var file: String
+    @Option(help: "Also check that every op and dtype belongs to this profile (float, npu).") var profile: Profile?
+
+    func run() throws {
+        let text: String
+        do { text = try String(contentsOfFile: file, encoding: .utf8) } catch { throw CLIError("\(file): cannot read: \(error.localizedDescription)") }
+        let m = try IRParser.parse(text, file: file)
+        let diags = Verifier.diagnose(m, profile: profile)
+        if !diags.isEmpty {
+            for d in diags.prefix(50) { FileHandle.standardError.write(Data("\(file): \(d)\n".utf8)) }
+            if diags.count > 50 { FileHandle.standardError.write(Data("\(file): ... \(diags.count - 50) more (\(diags.count) in all)\n".utf8)) }
+            throw ExitCode(1)
+        }
+        let ops = m.functions.reduce(0) { $0 + $1.ops.count }
+        print("\(file): ok (\(m.functions.count) functions, \(ops) ops, \(m.constants.count) constants\(profile.map { ", profile \($0.rawValue)" } ?? ""))")
+    }
+}
+
+extension Profile: ExpressibleByArgument {}
+
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// Prints to stdout, or writes atomically to `path` (never over an input).
+func emit(_ text: String, to path: String?, inputs: [String]) throws {
+    if let p = path { try writeAtomically(Data(text.utf8), to: p, inputs: inputs) } else { print(text, terminator: "") }
+}

@@ -1,1 +1,112 @@
-print("wip")
+import ArgumentParser
+import Foundation
+import ZOLowering
+import ZOModelIO
+import ZORuntime
+
+/// zorun: runs models (and, later, compiled edit plans). Thin: every command calls the libraries.
+@main
+struct Zorun: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "zo runtime: generate, tokenize and inspect logits with the reference interpreter.",
+        subcommands: [Generate.self, Tokenize.self, Logits.self])
+}
+
+struct ModelOption: ParsableArguments {
+    @Option(help: "The model file (GGUF). Default: $ZO_MODEL or the model fetched by scripts/fetch-model.sh.")
+    var model: String = DefaultModel.path
+}
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Greedy generation with a KV cache; tokens stream to stdout.")
+    @OptionGroup var model: ModelOption
+    @Option(help: "The prompt text.") var prompt: String
+    @Option(name: .short, help: "Tokens to generate.") var n: Int = 24
+    @Flag(help: "Wrap the prompt in the model's chat template.") var chat = false
+
+    func validate() throws { guard n >= 1 else { throw ValidationError("-n must be at least 1") } }
+
+    func run() throws {
+        let lm = try LanguageModel(path: model.model)
+        let ids = lm.tokenizer.encode(chat ? lm.chatPrompt(prompt) : prompt)
+        var streamer = TextStreamer(tokenizer: lm.tokenizer)
+        _ = try lm.generate(ids, maxTokens: n) { id in
+            if lm.isStopToken(id) { return }
+            FileHandle.standardOutput.write(Data(streamer.push(id).utf8))
+        }
+        print(streamer.finish())
+    }
+}
+
+struct Tokenize: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print token ids (no special tokens added) as a JSON array per input.")
+    @OptionGroup var model: ModelOption
+    @Option(help: "Text to tokenize.") var text: String?
+    @Option(help: "A file with one JSON string per line.") var input: String?
+
+    func validate() throws {
+        guard (text == nil) != (input == nil) else { throw ValidationError("give exactly one of --text and --input") }
+    }
+
+    func run() throws {
+        let tok = try Tokenizer(gguf: GGUFFile(path: model.model))
+        if let t = text { print(jsonArray(tok.encode(t))); return }
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: input!)) } catch { throw CLIError("\(input!): cannot read: \(error.localizedDescription)") }
+        let lines = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+        for (i, line) in lines.enumerated() where !line.trimmingCharacters(in: .whitespaces).isEmpty {
+            guard let s = try? JSONSerialization.jsonObject(with: Data(line.utf8), options: [.fragmentsAllowed]) as? String else {
+                throw CLIError("\(input!):\(i + 1): expected a JSON string, found \(line.prefix(60))")
+            }
+            print(jsonArray(tok.encode(s)))
+        }
+    }
+}
+
+struct Logits: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Top-K logits and logsumexp at every position.")
+    @OptionGroup var model: ModelOption
+    @Option(help: "Prompt text.") var prompt: String?
+    @Option(help: "Token ids, comma-separated.") var ids: String?
+    @Option(help: "How many top logits per position.") var top: Int = 10
+    @Flag(help: "Print JSON: {\"positions\": [{\"top_ids\", \"top_logits\", \"logsumexp\"}]}.") var json = false
+    @Option(help: "Write the last position's full log-probability vector here (little-endian f32).") var lastLogprobs: String?
+
+    func validate() throws {
+        guard (prompt == nil) != (ids == nil) else { throw ValidationError("give exactly one of --prompt and --ids") }
+        guard top >= 1 else { throw ValidationError("--top must be at least 1") }
+    }
+
+    func run() throws {
+        let lm = try LanguageModel(path: model.model)
+        let tokens: [Int]
+        if let p = prompt {
+            tokens = lm.tokenizer.encode(p)
+        } else {
+            tokens = try ids!.split(separator: ",").map {
+                guard let v = Int($0.trimmingCharacters(in: .whitespaces)) else { throw CLIError("--ids: '\($0)' is not an integer") }
+                return v
+            }
+        }
+        let logits = try lm.logits(tokens)
+        let summary = LogitSummary(logits: logits, top: top)
+        if json {
+            print(summary.json)
+        } else {
+            for (i, p) in summary.positions.enumerated() {
+                let pairs = zip(p.topIDs, p.topLogits).map { "\($0)=\(String(format: "%.4f", $1))" }.joined(separator: " ")
+                print("[\(i)] \(lm.tokenizer.decode([tokens[i]]).debugDescription) lse=\(String(format: "%.5f", p.logsumexp)) \(pairs)")
+            }
+        }
+        if let path = lastLogprobs, let last = logits.last {
+            try writeAtomically(LogitSummary.logProbBytes(last), to: path, inputs: [model.model])
+        }
+    }
+}
+
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+func jsonArray(_ ids: [Int]) -> String { "[" + ids.map(String.init).joined(separator: ", ") + "]" }

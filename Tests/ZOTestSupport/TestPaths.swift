@@ -1,4 +1,6 @@
 import Foundation
+import XCTest
+import ZOModelIO
 
 /// Where tests find the real model and the shared fixtures. The model is fetched by
 /// scripts/fetch-model.sh (the test script runs it first); a missing model is a test failure.
@@ -10,12 +12,7 @@ public enum TestPaths {
     public static let fixtures: URL = shared.appendingPathComponent("fixtures/smollm2")
     public static let data: URL = shared.appendingPathComponent("data")
 
-    public static var model: String {
-        if let p = ProcessInfo.processInfo.environment["ZO_MODEL"], !p.isEmpty { return p }
-        let cache = ProcessInfo.processInfo.environment["ZO_CACHE"].flatMap { $0.isEmpty ? nil : $0 }
-            ?? (NSHomeDirectory() + "/.cache/zo")
-        return cache + "/SmolLM2-135M-Instruct.Q4_1.gguf"
-    }
+    public static var model: String { DefaultModel.path }
 
     public struct Missing: Error, CustomStringConvertible {
         public let description: String
@@ -33,10 +30,11 @@ public enum TestPaths {
         try Data(contentsOf: fixtures.appendingPathComponent(name))
     }
 
-    /// A fresh temporary directory for one test.
-    public static func tempDir() -> URL {
+    /// A fresh temporary directory, removed when `test` finishes.
+    public static func scratch(_ test: XCTestCase) -> URL {
         let u = FileManager.default.temporaryDirectory.appendingPathComponent("zo-test-\(UUID().uuidString)")
         try? FileManager.default.createDirectory(at: u, withIntermediateDirectories: true)
+        test.addTeardownBlock { try? FileManager.default.removeItem(at: u) }
         return u
     }
 }
