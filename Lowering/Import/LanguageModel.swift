@@ -99,6 +99,7 @@ public final class LanguageModel {
             ]
             for l in 0..<c.layers { inputs["k_cache.\(l)"] = .f32(kCache[l]); inputs["v_cache.\(l)"] = .f32(vCache[l]) }
             out = try interp.run(decodeName, inputs)
+            inputs = [:]  // release the cache arrays so writing the new slot does not copy them
             store(out, at: filled, count: 1)
             filled += 1
             next = argmax(lastLogits(out, positions: 1))

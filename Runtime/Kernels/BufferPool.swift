@@ -4,10 +4,8 @@ struct BufferPool {
 
     /// A buffer of `count` elements with unspecified contents, uniquely owned by the caller.
     mutating func take(_ count: Int) -> [Float] {
-        if var list = free[count], let b = list.popLast() {
-            free[count] = list
-            return b
-        }
+        // Pop in place: copying the list out of the dictionary first would duplicate it on every call.
+        if let b = free[count]?.popLast() { return b }
         return [Float](repeating: 0, count: count)
     }
 

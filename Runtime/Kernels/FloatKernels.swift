@@ -14,8 +14,14 @@ enum FloatKernels {
         x.withUnsafeBufferPointer { xp in
             w.withUnsafeBufferPointer { wp in
                 y.withUnsafeMutableBufferPointer { yp in
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), 1,
-                                xp.baseAddress, Int32(k), wp.baseAddress, Int32(k), bias == nil ? 0 : 1, yp.baseAddress, Int32(n))
+                    if m == 1 {
+                        // One row: a matrix-vector product reads w in place (sgemm would repack all of it).
+                        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(n), Int32(k), 1, wp.baseAddress, Int32(k),
+                                    xp.baseAddress, 1, bias == nil ? 0 : 1, yp.baseAddress, 1)
+                    } else {
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), 1,
+                                    xp.baseAddress, Int32(k), wp.baseAddress, Int32(k), bias == nil ? 0 : 1, yp.baseAddress, Int32(n))
+                    }
                 }
             }
         }

@@ -1,0 +1,31 @@
+import Foundation
+
+/// Resident-memory figures of this process, from /proc/self/status (Linux).
+public enum ProcessStats {
+    /// Peak resident set size (VmHWM) in bytes, or nil where /proc is unavailable.
+    public static func peakRSS() -> Int? { field("VmHWM") }
+    /// Current resident set size (VmRSS) in bytes.
+    public static func currentRSS() -> Int? { field("VmRSS") }
+
+    static func field(_ name: String) -> Int? {
+        guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
+        for line in s.split(separator: "\n") where line.hasPrefix(name + ":") {
+            let kb = line.split(separator: " ").compactMap { Int($0) }.first
+            return kb.map { $0 * 1024 }
+        }
+        return nil
+    }
+}
+
+/// Monotonic seconds.
+public func monotonicSeconds() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
+}
+
+public func median(_ xs: [Double]) -> Double {
+    let s = xs.sorted()
+    guard !s.isEmpty else { return .nan }
+    return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+}
