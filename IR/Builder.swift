@@ -13,9 +13,28 @@ public final class ModuleBuilder {
         module = Module(name: name, attributes: attributes)
     }
 
-    public func declareConstant(_ name: String, _ type: TensorType, _ source: ConstantSource) {
+    /// Declares a constant (once per name); `source` nil declares it without data (as parsed text does).
+    public func declareConstant(_ name: String, _ type: TensorType, _ source: ConstantSource?) {
         if module.constant(name) == nil { module.constants.append(ConstantDecl(name, type)) }
-        module.constantData[name] = source
+        if let s = source { module.constantData[name] = s }
+    }
+
+    public func setAttribute(_ key: String, _ value: Attribute) { module.attributes[key] = value }
+
+    /// Drops constants no function refers to (by op or by per-channel scales).
+    public func removeUnusedConstants() {
+        var used = Set<String>()
+        func note(_ t: TensorType) { if case let .perChannel(_, s)? = t.quant { used.insert(s) } }
+        for f in module.functions {
+            f.params.forEach { note($0.type) }
+            for op in f.ops {
+                note(op.type)
+                if op.kind == .constant, case let .symbol(n)? = op.attributes["name"] { used.insert(n) }
+            }
+        }
+        for c in module.constants where used.contains(c.name) { note(c.type) }
+        module.constants.removeAll { !used.contains($0.name) }
+        for k in module.constantData.keys where !used.contains(k) { module.constantData[k] = nil }
     }
 
     public func addFunction(_ f: Function) { module.functions.append(f) }

@@ -171,7 +171,7 @@ public struct IRParser {
         try expect("<")
         // dims 'x' ... dtype, e.g. 1x16x576xf32 or f32 (scalar)
         let start = pos
-        while let c = peek, Self.isIdent(c) { pos += 1 }
+        while let c = peek, Self.isIdent(c) || c == UInt8(ascii: "?") { pos += 1 }
         let body = String(decoding: text[start..<pos], as: UTF8.self)
         let parts = body.split(separator: "x", omittingEmptySubsequences: false).map(String.init)
         guard let last = parts.last, let dtype = DType(rawValue: last) else {
@@ -179,6 +179,7 @@ public struct IRParser {
         }
         var shape: [Int] = []
         for p in parts.dropLast() {
+            if p == "?" { shape.append(TensorType.dynamic); continue }
             guard let d = Int(p), d >= 0 else { throw error("bad dimension '\(p)' in '\(body)'", at: start) }
             shape.append(d)
         }
@@ -232,6 +233,29 @@ public struct IRParser {
         }
     }
 
+    /// Inline constant values: `[v, v, ...]`, exactly the type's element count.
+    mutating func parseData(_ t: TensorType, at: Int) throws -> TensorData {
+        try expect("[")
+        var items: [String] = []
+        if !accept("]") {
+            repeat { items.append(try number().0) } while accept(",")
+            try expect("]")
+        }
+        guard items.count == t.elementCount else {
+            throw error("constant has \(items.count) values but its type \(t) holds \(t.elementCount)", at: at)
+        }
+        func ints<T: FixedWidthInteger>(_: T.Type) throws -> [T] {
+            try items.map { guard let v = T($0) else { throw error("'\($0)' is not a valid \(t.dtype.rawValue)", at: at) }; return v }
+        }
+        switch t.dtype {
+        case .f32: return .f32(try items.map { guard let v = Float($0) else { throw error("'\($0)' is not a number", at: at) }; return v })
+        case .i8: return .i8(try ints(Int8.self))
+        case .i16: return .i16(try ints(Int16.self))
+        case .i32: return .i32(try ints(Int32.self))
+        case .i64: return .i64(try ints(Int64.self))
+        }
+    }
+
     mutating func parseAttributes() throws -> [String: Attribute] {
         var attrs: [String: Attribute] = [:]
         guard accept("{") else { return attrs }
@@ -262,7 +286,9 @@ public struct IRParser {
                 let name = try symbol()
                 if !seenConst.insert(name).inserted { throw error("constant @\(name) is declared twice", at: at) }
                 try expect(":")
-                m.constants.append(ConstantDecl(name, try parseType()))
+                let type = try parseType()
+                m.constants.append(ConstantDecl(name, type))
+                if accept("=") { m.constantData[name] = .data(try parseData(type, at: at)) }
             case "func":
                 let f = try parseFunction()
                 if !seenFunc.insert(f.name).inserted { throw error("function @\(f.name) is defined twice", at: at) }

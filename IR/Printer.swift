@@ -8,7 +8,11 @@ public enum IRPrinter {
         out += "\n"
         if !m.constants.isEmpty {
             out += "\n"
-            for c in m.constants { out += "const \(symbol(c.name)) : \(typeText(c.type))\n" }
+            for c in m.constants {
+                out += "const \(symbol(c.name)) : \(typeText(c.type))"
+                if case let .data(d)? = m.constantData[c.name], d.count <= inlineLimit { out += " = " + dataText(d) }
+                out += "\n"
+            }
         }
         for f in m.functions { out += "\n" + print(f) }
         return out
@@ -25,6 +29,19 @@ public enum IRPrinter {
         return out
     }
 
+    /// Constants with at most this many elements print their values inline; larger ones only by name.
+    public static let inlineLimit = 64
+
+    static func dataText(_ d: TensorData) -> String {
+        switch d {
+        case let .f32(a): return "[" + a.map { floatText(Double($0)) }.joined(separator: ", ") + "]"
+        case let .i8(a): return "[" + a.map { String($0) }.joined(separator: ", ") + "]"
+        case let .i16(a): return "[" + a.map { String($0) }.joined(separator: ", ") + "]"
+        case let .i32(a): return "[" + a.map { String($0) }.joined(separator: ", ") + "]"
+        case let .i64(a): return "[" + a.map { String($0) }.joined(separator: ", ") + "]"
+        }
+    }
+
     public static func opText(_ op: Op, id: Int) -> String {
         var s = "%\(id) = \(op.kind.rawValue)"
         if !op.operands.isEmpty { s += " " + op.operands.map { "%\($0)" }.joined(separator: ", ") }
@@ -35,7 +52,7 @@ public enum IRPrinter {
     }
 
     public static func typeText(_ t: TensorType) -> String {
-        var s = "tensor<" + t.shape.map(String.init).joined(separator: "x") + (t.shape.isEmpty ? "" : "x") + t.dtype.rawValue
+        var s = "tensor<" + t.shape.map { $0 == TensorType.dynamic ? "?" : String($0) }.joined(separator: "x") + (t.shape.isEmpty ? "" : "x") + t.dtype.rawValue
         switch t.quant {
         case nil: break
         case let .perTensor(scale, zp)?: s += ", q<\(scale)" + (zp == 0 ? "" : ", zp=\(zp)") + ">"
@@ -61,7 +78,7 @@ public enum IRPrinter {
     }
 
     /// Always carries a '.', an exponent, or inf/nan, so it never reads back as an int.
-    static func floatText(_ v: Double) -> String {
+    public static func floatText(_ v: Double) -> String {
         let s = "\(v)"
         return s.contains(".") || s.contains("e") || s.contains("inf") || s.contains("nan") ? s : s + ".0"
     }

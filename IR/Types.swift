@@ -33,6 +33,11 @@ public struct TensorType: Hashable, Sendable, CustomStringConvertible {
 
     public static func f32(_ shape: [Int]) -> TensorType { TensorType(.f32, shape) }
 
+    /// A dimension not known until run time (printed `?`). Only the float profile's verifier accepts
+    /// it; legalize-npu and the interpreter refuse it (zo graphs are static).
+    public static let dynamic = -1
+    public var isStatic: Bool { !shape.contains(TensorType.dynamic) }
+
     public var rank: Int { shape.count }
     public var elementCount: Int { shape.reduce(1, *) }
     public var byteCount: Int { elementCount * dtype.byteSize }
@@ -55,6 +60,7 @@ public func broadcastShape(_ a: [Int], _ b: [Int]) -> [Int]? {
     for i in 0..<n {
         let x = i < n - a.count ? 1 : a[i - (n - a.count)]
         let y = i < n - b.count ? 1 : b[i - (n - b.count)]
+        if x == TensorType.dynamic || y == TensorType.dynamic { out[i] = TensorType.dynamic; continue }
         if x == y || y == 1 { out[i] = x } else if x == 1 { out[i] = y } else { return nil }
     }
     return out

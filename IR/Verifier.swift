@@ -51,7 +51,7 @@ public enum Verifier {
 
     static func typeProblems(_ t: TensorType, constTypes: [String: TensorType]?) -> [String] {
         var p: [String] = []
-        if t.shape.contains(where: { $0 <= 0 }) { p.append("shape \(t.shape) has a dimension that is not positive (shapes are static)") }
+        if t.shape.contains(where: { $0 <= 0 && $0 != TensorType.dynamic }) { p.append("shape \(t.shape) has a dimension that is not positive") }
         if let q = t.quant {
             if t.dtype == .f32 { p.append("f32 tensors cannot carry quantization") }
             if case let .perChannel(axis, scales) = q {
@@ -84,6 +84,10 @@ public enum Verifier {
             let id = f.params.count + i
             func diag(_ m: String) { out.append(Diagnostic(function: f.name, value: id, op: op.kind.rawValue, loc: op.loc, message: m)) }
             let spec = op.kind.spec
+            if let r = op.attributes["range"], !matches(r, .float) { diag("annotation 'range' must be a float") }
+            if let c = op.attributes["channel_range"] {
+                if case let .symbol(n) = c, constTypes[n] != nil {} else { diag("annotation 'channel_range' must name a declared constant") }
+            }
             if let pr = profile, !spec.profiles.contains(pr) {
                 diag("op '\(op.kind.rawValue)' is not in the \(pr.rawValue) profile (allowed in: \(spec.profiles.map(\.rawValue).sorted().joined(separator: ", ")))")
             }
@@ -98,7 +102,7 @@ public enum Verifier {
                 diag("operand %\(bad) is not defined before this op"); continue
             }
             let known = Set(spec.attributes.map(\.name))
-            for k in op.attributes.keys.sorted() where !known.contains(k) { diag("unknown attribute '\(k)'") }
+            for k in op.attributes.keys.sorted() where !known.contains(k) && !OpCatalog.annotations.contains(k) { diag("unknown attribute '\(k)'") }
             var attrsOK = true
             for a in spec.attributes {
                 guard let v = op.attributes[a.name] else {

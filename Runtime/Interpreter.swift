@@ -18,6 +18,15 @@ public final class Interpreter {
     }
 
     /// `constantsFrom`: reuse the constants another interpreter has materialized (same weights).
+    /// Evaluates one op on given operand data (constant folding uses this).
+    public static func evaluate(_ op: Op, _ operands: [TensorData], _ types: [TensorType]) throws -> TensorData {
+        do {
+            return try Interpreter(module: Module(name: "evaluate")).execute(op, operands, types)
+        } catch let e as KernelError {
+            throw RuntimeError.badRequest("\(op.kind.rawValue): \(e.message)")
+        }
+    }
+
     public init(module: Module, constantsFrom other: Interpreter? = nil) throws {
         try Verifier.verify(module)
         self.module = module
@@ -44,6 +53,9 @@ public final class Interpreter {
     func plan(_ name: String) throws -> Plan {
         if let p = plans[name] { return p }
         guard let f = module.function(name) else { throw RuntimeError.noFunction(name, available: module.functions.map(\.name)) }
+        if let p = f.params.first(where: { !$0.type.isStatic }) {
+            throw RuntimeError.badRequest("@\(name): parameter \"\(p.name)\" has a dynamic shape \(p.type); zo runs static shapes only")
+        }
         var last = [Int](repeating: -1, count: f.valueCount)
         for (i, op) in f.ops.enumerated() { for o in op.operands { last[o] = i } }
         var isResult = [Bool](repeating: false, count: f.valueCount)
@@ -54,7 +66,8 @@ public final class Interpreter {
     }
 
     /// Runs `function` on named inputs; returns its named results.
-    public func run(_ function: String, _ inputs: [String: TensorData]) throws -> [String: TensorData] {
+    public func run(_ function: String, _ inputs: [String: TensorData],
+                    observe: ((_ value: Int, _ data: TensorData) -> Void)? = nil) throws -> [String: TensorData] {
         let p = try plan(function)
         let f = p.function
         for k in inputs.keys where !f.params.contains(where: { $0.name == k }) {
@@ -76,6 +89,7 @@ public final class Interpreter {
             let types = op.operands.map { f.type(of: $0) }
             do {
                 values[id] = try execute(op, operands, types)
+                if let o = observe { o(id, values[id]!) }
             } catch let e as KernelError {
                 throw RuntimeError.unsupported(function: f.name, value: id, op: op.kind.rawValue, reason: e.message)
             }
@@ -90,43 +104,78 @@ public final class Interpreter {
     }
 
     func execute(_ op: Op, _ x: [TensorData], _ t: [TensorType]) throws -> TensorData {
+        let at = AttrReader(op.attributes)
+        let isFloat = op.type.dtype == .f32
         switch op.kind {
         case .constant:
             guard case let .symbol(name)? = op.attributes["name"] else { throw KernelError("constant without a name") }
             return try constant(name)
         case .fullyConnected:
-            return .f32(FloatKernels.fullyConnected(try f32(x[0]), t[0], try f32(x[1]), t[1], bias: x.count > 2 ? try f32(x[2]) : nil, pool: &pool))
+            if isFloat {
+                return .f32(FloatKernels.fullyConnected(try f32(x[0]), t[0], try f32(x[1]), t[1], bias: x.count > 2 ? try f32(x[2]) : nil, pool: &pool))
+            }
+            let k = t[1].shape[1], n = t[1].shape[0]
+            let bias = x.count > 2 ? IntKernels.widen(x[2]) : nil
+            return .i64(IntKernels.fullyConnected(try IntKernels.int16s(x[0]), rows: t[0].elementCount / k, k: k, try IntKernels.int8s(x[1]), n: n, bias: bias))
         case .matmul:
-            let tb = AttrReader(op.attributes).bool("transpose_b", default: false)
-            return .f32(FloatKernels.matmul(try f32(x[0]), t[0], try f32(x[1]), t[1], transposeB: tb, out: op.type, pool: &pool))
+            let tb = at.bool("transpose_b", default: false)
+            if isFloat { return .f32(FloatKernels.matmul(try f32(x[0]), t[0], try f32(x[1]), t[1], transposeB: tb, out: op.type, pool: &pool)) }
+            return .i64(IntKernels.matmul(try IntKernels.int16s(x[0]), t[0], try IntKernels.int16s(x[1]), transposeB: tb, out: op.type))
         case .add, .sub, .mul:
-            return .f32(FloatKernels.binary(op.kind, try f32(x[0]), t[0].shape, try f32(x[1]), t[1].shape, out: op.type.shape, pool: &pool))
+            if isFloat { return .f32(FloatKernels.binary(op.kind, try f32(x[0]), t[0].shape, try f32(x[1]), t[1].shape, out: op.type.shape)) }
+            return IntKernels.binary(op.kind, IntKernels.widen(x[0]), t[0].shape, IntKernels.widen(x[1]), t[1].shape, out: op.type)
         case .scale:
-            let factor = Float(try AttrReader(op.attributes).float("factor"))
+            let factor = Float(try at.float("factor"))
             return .f32(FloatKernels.map(try f32(x[0]), pool: &pool) { $0 * factor })
         case .silu:
             return .f32(FloatKernels.map(try f32(x[0]), pool: &pool) { $0 / (1 + expf(-$0)) })
+        case .exp:
+            return .f32(FloatKernels.map(try f32(x[0]), pool: &pool) { expf($0) })
+        case .sigmoid:
+            return .f32(FloatKernels.map(try f32(x[0]), pool: &pool) { 1 / (1 + expf(-$0)) })
+        case .rsqrt:
+            return .f32(FloatKernels.map(try f32(x[0]), pool: &pool) { 1 / $0.squareRoot() })
+        case .reciprocal:
+            return .f32(FloatKernels.map(try f32(x[0]), pool: &pool) { 1 / $0 })
         case .rmsNorm:
-            let eps = Float(try AttrReader(op.attributes).float("eps"))
-            return .f32(FloatKernels.rmsNorm(try f32(x[0]), try f32(x[1]), eps: eps, pool: &pool))
+            return .f32(FloatKernels.rmsNorm(try f32(x[0]), try f32(x[1]), eps: Float(try at.float("eps")), pool: &pool))
         case .softmax:
-            let axis = try AttrReader(op.attributes).int("axis")
+            let axis = try at.int("axis")
             guard axis == -1 || axis == t[0].rank - 1 else { throw KernelError("softmax is implemented on the last axis only") }
             return .f32(FloatKernels.softmaxLastAxis(try f32(x[0]), rowLength: t[0].shape.last!, pool: &pool))
         case .rope:
-            let neox = try AttrReader(op.attributes).string("mode") == "neox"
+            let neox = try at.string("mode") == "neox"
             return .f32(FloatKernels.rope(try f32(x[0]), t[0].shape, cos: try f32(x[1]), sin: try f32(x[2]), neox: neox, pool: &pool))
+        case .reduceSum:
+            let axis = try at.int("axis"), a = axis < 0 ? axis + t[0].rank : axis
+            if isFloat { return .f32(Reduction.apply(try f32(x[0]), t[0].shape, axis: a, initial: 0, +)) }
+            return .i64(IntKernels.reduceSum(IntKernels.widen(x[0]), t[0].shape, axis: a))
+        case .reduceMax:
+            let axis = try at.int("axis"), a = axis < 0 ? axis + t[0].rank : axis
+            if isFloat { return .f32(Reduction.apply(try f32(x[0]), t[0].shape, axis: a, initial: -.infinity, max)) }
+            return IntKernels.narrow(Reduction.apply(IntKernels.widen(x[0]), t[0].shape, axis: a, initial: .min, max), to: op.type.dtype)
+        case .rescale:
+            let (m, sh) = x.count == 3 ? (IntKernels.widen(x[1]).map(Int.init), IntKernels.widen(x[2]).map(Int.init))
+                                       : ([try at.int("multiplier")], [try at.int("shift")])
+            guard sh.allSatisfy({ (0...62).contains($0) }) else { throw KernelError("rescale shifts must lie in 0...62") }
+            return IntKernels.rescale(IntKernels.widen(x[0]), lastDim: t[0].shape.last ?? 1, multipliers: m, shifts: sh, out: op.type.dtype)
+        case .table:
+            return .i32(IntKernels.table(try IntKernels.int16s(x[0]), try IntKernels.int16s(x[1])))
+        case .normTable:
+            return .i64(IntKernels.normTable(IntKernels.widen(x[0]), try IntKernels.int16s(x[1]), power: try at.int("power"), shift: try at.int("shift")))
         case .reshape:
             return x[0]
         case .transpose:
-            let perm = try AttrReader(op.attributes).ints("perm")
-            return ShapeKernels.transpose(x[0], t[0].shape, perm: perm)
+            return ShapeKernels.transpose(x[0], t[0].shape, perm: try at.ints("perm"))
         case .slice:
-            let r = AttrReader(op.attributes)
-            return ShapeKernels.slice(x[0], t[0].shape, begin: try r.ints("begin"), size: try r.ints("size"))
+            return ShapeKernels.slice(x[0], t[0].shape, begin: try at.ints("begin"), size: try at.ints("size"))
         case .concat:
-            let axis = try AttrReader(op.attributes).int("axis")
+            let axis = try at.int("axis")
             return ShapeKernels.concat(x, t.map(\.shape), axis: axis < 0 ? axis + t[0].rank : axis)
+        case .gather:
+            let rows = IntKernels.widen(x[1]), v = t[0].shape[0]
+            if let bad = rows.first(where: { $0 < 0 || $0 >= v }) { throw KernelError("gather index \(bad) is outside 0..<\(v)") }
+            return x[0].mapElements(ShapeKernels.Gather(rows: rows.map(Int.init), width: t[0].shape[1]))
         }
     }
 

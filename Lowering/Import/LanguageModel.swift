@@ -6,18 +6,67 @@ import ZORuntime
 /// A Llama-family model run by the reference interpreter: builds the forward functions each
 /// shape needs (once), does the embedding lookup on the host, and keeps the KV cache for decoding.
 public final class LanguageModel {
+    /// fp32: the float graph. int: the graph lowered to the npu profile (embedding lookup on the host).
+    public enum Precision: String, CaseIterable, Sendable { case fp32, int }
+
     public let gguf: GGUFFile
     public let config: ModelConfig
     public let tokenizer: Tokenizer
+    public let precision: Precision
     let importer: LlamaImporter
     private var interpreter: Interpreter?
     private var built = Set<String>()
+    private var compiler: NPUCompiler?
+    private var intInterpreters: [String: Interpreter] = [:]
+    private lazy var embeddings = try? EmbeddingTable(module: importer.module)
 
-    public init(path: String) throws {
+    /// How calibration chooses ranges for the int path.
+    public let clipRule: ClipRule
+
+    public init(path: String, precision: Precision = .fp32, clipRule: ClipRule = .percentile) throws {
+        self.clipRule = clipRule
         gguf = try GGUFFile(path: path)
         importer = try LlamaImporter(gguf: gguf)
         config = importer.config
         tokenizer = try Tokenizer(gguf: gguf)
+        self.precision = precision
+    }
+
+    /// The npu compiler (calibrates on first use).
+    public func npuCompiler() throws -> NPUCompiler {
+        if let c = compiler { return c }
+        let c = try NPUCompiler(importer: importer, tokenizer: tokenizer, rule: clipRule)
+        compiler = c
+        return c
+    }
+
+    /// Logits of every position from the npu graph of this length: [T][V].
+    func intLogits(_ ids: [Int]) throws -> [[Float]] {
+        let name = "npu_t\(ids.count)"
+        let interp: Interpreter
+        if let i = intInterpreters[name] {
+            interp = i
+        } else {
+            interp = try Interpreter(module: npuCompiler().lower(name, ForwardShape(seqLen: ids.count)), constantsFrom: intInterpreters.values.first)
+            intInterpreters[name] = interp
+        }
+        let f = interp.module.function(name)!
+        let input = try quantizeInput(try embed(ids), f.params[0].type)
+        let out = try interp.run(name, [f.params[0].name: input])
+        let logitsType = f.type(of: f.resultValues[0])
+        guard case let .i16(q)? = out["logits"], case let .perTensor(scale, _)? = logitsType.quant else {
+            throw RuntimeError.badRequest("the npu graph's logits are not quantized i16")
+        }
+        let v = config.vocab
+        return (0..<ids.count).map { t in q[(t * v)..<((t + 1) * v)].map { Float($0) * scale } }
+    }
+
+    /// f32 data onto a quantized i16 parameter's grid (round to nearest, saturate).
+    func quantizeInput(_ d: TensorData, _ t: TensorType) throws -> TensorData {
+        guard case let .f32(a) = d, case let .perTensor(scale, _)? = t.quant, t.dtype == .i16 else {
+            throw RuntimeError.badRequest("expected an f32 input for a quantized i16 parameter, got \(t)")
+        }
+        return .i16(a.map { Int16(clamping: Int(($0 / scale).rounded())) })
     }
 
     /// The interpreter for a module that has `name` (built with `shape` on first request).
@@ -32,16 +81,8 @@ public final class LanguageModel {
 
     /// Embedding rows for `ids`, as [1, T, D].
     public func embed(_ ids: [Int]) throws -> TensorData {
-        let table = try function(forwardName(seqLen: 1), ForwardShape(seqLen: 1)).constant("token_embd.weight")
-        guard case let .f32(t) = table else { throw RuntimeError.badRequest("token_embd.weight is not f32") }
-        let d = config.hidden
-        var out = [Float]()
-        out.reserveCapacity(ids.count * d)
-        for id in ids {
-            guard id >= 0 && id < config.vocab else { throw RuntimeError.badRequest("token id \(id) is outside the vocabulary (0..<\(config.vocab))") }
-            out.append(contentsOf: t[(id * d)..<((id + 1) * d)])
-        }
-        return .f32(out)
+        guard let e = embeddings else { throw RuntimeError.missingConstantData("token_embd.weight") }
+        return try e.lookup(ids)
     }
 
     func forwardName(seqLen: Int) -> String { "forward_t\(seqLen)" }
@@ -49,6 +90,7 @@ public final class LanguageModel {
     /// Logits for every position of `ids`: [T][V].
     public func logits(_ ids: [Int]) throws -> [[Float]] {
         guard !ids.isEmpty else { throw RuntimeError.badRequest("no tokens to run") }
+        if precision == .int { return try intLogits(ids) }
         let name = forwardName(seqLen: ids.count)
         let interp = try function(name, ForwardShape(seqLen: ids.count))
         let out = try interp.run(name, ["embeddings": embed(ids)])

@@ -50,43 +50,13 @@ enum FloatKernels {
         return c
     }
 
-    /// Elementwise with numpy broadcasting. Fast paths: equal shapes, and b repeating over a's leading dims.
-    static func binary(_ kind: OpKind, _ a: [Float], _ ashape: [Int], _ b: [Float], _ bshape: [Int], out: [Int], pool: inout BufferPool) -> [Float] {
-        let n = out.reduce(1, *)
-        var y = pool.take(n)
-        let f: (Float, Float) -> Float
+    /// Elementwise with numpy broadcasting.
+    static func binary(_ kind: OpKind, _ a: [Float], _ ashape: [Int], _ b: [Float], _ bshape: [Int], out: [Int]) -> [Float] {
         switch kind {
-        case .add: f = (+)
-        case .sub: f = (-)
-        default: f = (*)
+        case .add: return Broadcast.apply(a, ashape, b, bshape, out: out, +)
+        case .sub: return Broadcast.apply(a, ashape, b, bshape, out: out, -)
+        default: return Broadcast.apply(a, ashape, b, bshape, out: out, *)
         }
-        y.withUnsafeMutableBufferPointer { yp in
-            a.withUnsafeBufferPointer { ap in
-                b.withUnsafeBufferPointer { bp in
-                    if ashape == out && bshape == out {
-                        for i in 0..<n { yp[i] = f(ap[i], bp[i]) }
-                    } else if ashape == out && Array(out.suffix(bshape.count)) == bshape {
-                        let m = bp.count
-                        for i in 0..<n { yp[i] = f(ap[i], bp[i % m]) }
-                    } else {
-                        let r = out.count
-                        let os = strides(of: out)
-                        func bstrides(_ s: [Int]) -> [Int] {
-                            let padded = [Int](repeating: 1, count: r - s.count) + s
-                            let st = strides(of: padded)
-                            return (0..<r).map { padded[$0] == 1 ? 0 : st[$0] }
-                        }
-                        let sa = bstrides(ashape), sb = bstrides(bshape)
-                        for i in 0..<n {
-                            var rem = i, ia = 0, ib = 0
-                            for d in 0..<r { let q = rem / os[d]; rem -= q * os[d]; ia += q * sa[d]; ib += q * sb[d] }
-                            yp[i] = f(ap[ia], bp[ib])
-                        }
-                    }
-                }
-            }
-        }
-        return y
     }
 
     static func map(_ x: [Float], pool: inout BufferPool, _ f: (Float) -> Float) -> [Float] {

@@ -69,6 +69,11 @@ enum ShapeKernels {
         }
     }
 
+    struct Gather: ElementTransform {
+        let rows: [Int], width: Int
+        func callAsFunction<T>(_ x: [T]) -> [T] { rows.flatMap { x[($0 * width)..<(($0 + 1) * width)] } }
+    }
+
     static func transpose(_ x: TensorData, _ shape: [Int], perm: [Int]) -> TensorData {
         x.mapElements(Transpose(shape: shape, perm: perm))
     }

@@ -9,7 +9,7 @@ import ZOModelIO
 struct Zoc: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "zo compiler: import models into the zo IR, verify and transform graphs.",
-        subcommands: [Import.self, Verify.self])
+        subcommands: [Import.self, Verify.self, Opt.self, Lower.self])
 }
 
 struct Import: ParsableCommand {
@@ -38,6 +38,7 @@ struct Verify: ParsableCommand {
 
     @Argument(help: "The IR file (.zoir).") var file: String
     @Option(help: "Also check that every op and dtype belongs to this profile (float, npu).") var profile: Profile?
+    @Flag(help: "Print the op histogram (op → result dtype: count).") var histogram = false
 
     func run() throws {
         let text: String
@@ -51,10 +52,59 @@ struct Verify: ParsableCommand {
         }
         let ops = m.functions.reduce(0) { $0 + $1.ops.count }
         print("\(file): ok (\(m.functions.count) functions, \(ops) ops, \(m.constants.count) constants\(profile.map { ", profile \($0.rawValue)" } ?? ""))")
+        if histogram {
+            let h = OpHistogram(m)
+            print(h)
+            print("ops computing in f32: \(h.floatOps)")
+        }
+    }
+}
+
+struct Opt: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run named passes over an IR file, like mlir-opt.")
+
+    @Argument(help: "The IR file (.zoir).") var file: String
+    @Option(help: "Comma-separated passes: \(PassRegistry.names.joined(separator: ", ")).") var passes: String
+    @Flag(help: "Print the IR after every pass (to stderr).") var printAfterAll = false
+    @Option(name: [.customShort("o"), .long], help: "Write the result here instead of stdout.") var output: String?
+
+    func run() throws {
+        let text: String
+        do { text = try String(contentsOfFile: file, encoding: .utf8) } catch { throw CLIError("\(file): cannot read: \(error.localizedDescription)") }
+        let m = try IRParser.parse(text, file: file)
+        try Verifier.verify(m)
+        let result = try PassManager(pipeline: passes).run(m) { pass, m in
+            if printAfterAll { FileHandle.standardError.write(Data("// ----- after \(pass.name) -----\n\(IRPrinter.print(m))".utf8)) }
+        }
+        try emit(IRPrinter.print(result), to: output, inputs: [file])
+    }
+}
+
+struct Lower: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Lower a model to the npu profile (decompose, calibrate, quantize, legalize-npu, fold, dce, memory-plan).")
+
+    @Argument(help: "The model file (GGUF).") var model: String
+    @Option(help: "Static sequence length of the forward function.") var seqLen: Int = 16
+    @Option(help: "Calibration clipping rule: percentile (MobiEdit's) or max.") var clip: ClipRule = .percentile
+    @Flag(help: "Print the IR after every pass (to stderr).") var printAfterAll = false
+    @Option(name: [.customShort("o"), .long], help: "Write the npu IR here instead of stdout.") var output: String?
+
+    func run() throws {
+        let gguf = try GGUFFile(path: model)
+        let compiler = try NPUCompiler(importer: LlamaImporter(gguf: gguf), tokenizer: Tokenizer(gguf: gguf), rule: clip)
+        let m = try compiler.lower("forward", ForwardShape(seqLen: seqLen)) { pass, m in
+            if printAfterAll { FileHandle.standardError.write(Data("// ----- after \(pass.name) -----\n\(IRPrinter.print(m))".utf8)) }
+        }
+        try emit(IRPrinter.print(m), to: output, inputs: [model])
+        if case let .int(peak)? = m.attributes["arena.forward"] {
+            FileHandle.standardError.write(Data("memory-plan: peak arena \(peak) bytes (\(String(format: "%.2f", Double(peak) / 1_048_576)) MiB) for batch 1 × \(seqLen)\n".utf8))
+        }
     }
 }
 
 extension Profile: ExpressibleByArgument {}
+extension ClipRule: ExpressibleByArgument {}
 
 struct CLIError: Error, CustomStringConvertible {
     let description: String

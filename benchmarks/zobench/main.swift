@@ -4,13 +4,15 @@ import ZOLowering
 import ZOModelIO
 import ZORuntime
 
+extension ClipRule: ExpressibleByArgument {}
+
 /// zobench: prints speed and memory figures. Each measurement runs in a fresh child process
 /// (so peak RSS belongs to that run alone); the parent prints medians over the runs.
 @main
 struct ZoBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "zo benchmarks (build with -c release).",
-        subcommands: [Float32Forward.self, Float32Once.self])
+        subcommands: [Float32Forward.self, Float32Once.self, Fidelity.self])
 }
 
 struct Float32Forward: ParsableCommand {
@@ -79,5 +81,47 @@ struct Float32Once: ParsableCommand {
             "load_s": load, "peak_rss_mib": Double(ProcessStats.peakRSS() ?? 0) / 1_048_576, "decoded": Double(out.count),
         ]
         print(String(decoding: try JSONSerialization.data(withJSONObject: r, options: [.sortedKeys]), as: UTF8.self))
+    }
+}
+
+struct Fidelity: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The int path against the fixtures: KL(fp32 ‖ zo int) at the last position of the 16 prompts, top-1 agreement.")
+    @Option(help: "The model (GGUF).") var model: String = DefaultModel.path
+    @Option(help: "The fixtures folder.") var fixtures: String = "../shared/fixtures/smollm2"
+    @Option(help: "Calibration clipping rule: percentile or max.") var clip: ClipRule = .percentile
+    @Option(help: "How many of the 16 prompts.") var prompts: Int = 16
+
+    struct Case: Decodable { let prompt: String; let ids: [Int] }
+    struct Cases: Decodable { let cases: [Case] }
+
+    func run() throws {
+        let cases = try JSONDecoder().decode(Cases.self, from: Data(contentsOf: URL(fileURLWithPath: fixtures + "/logits_fp32.json"))).cases
+        let ref = try Data(contentsOf: URL(fileURLWithPath: fixtures + "/last_logprobs_fp32.f32"))
+        let llama = try? Data(contentsOf: URL(fileURLWithPath: fixtures + "/last_logprobs_llamacpp.f32"))
+        let lm = try LanguageModel(path: model, precision: .int, clipRule: clip)
+        let v = lm.config.vocab
+        func row(_ d: Data, _ i: Int) -> [Float] {
+            d.withUnsafeBytes { b in (0..<v).map { Float(bitPattern: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: (i * v + $0) * 4, as: UInt32.self))) } }
+        }
+        func kl(_ p: [Float], _ q: [Float]) -> Double {
+            zip(p, q).reduce(0.0) { $0 + (Double($1.0).isFinite ? exp(Double($1.0)) * (Double($1.0) - Double($1.1)) : 0) }
+        }
+        var kls: [Double] = [], llamaKLs: [Double] = [], agree = 0
+        for (i, c) in cases.prefix(prompts).enumerated() {
+            let t0 = monotonicSeconds()
+            let logits = try lm.logits(c.ids).last!
+            let lse = logSumExp(logits)
+            let ours = logits.map { Float(Double($0) - lse) }
+            let p = row(ref, i)
+            let k = kl(p, ours)
+            kls.append(k)
+            if let l = llama { llamaKLs.append(kl(p, row(l, i))) }
+            let same = argmax(p) == argmax(ours)
+            if same { agree += 1 }
+            print(String(format: "%2d  KL %.5f  top-1 %@  %5.1fs  %@", i, k, same ? "same" : "DIFF", monotonicSeconds() - t0, c.prompt.debugDescription))
+        }
+        print(String(format: "mean KL(fp32 ‖ zo int) = %.5f   (llama.cpp: %.5f)   top-1 agreement %d/%d", kls.reduce(0, +) / Double(kls.count),
+                     llamaKLs.isEmpty ? .nan : llamaKLs.reduce(0, +) / Double(llamaKLs.count), agree, kls.count))
     }
 }

@@ -1,0 +1,206 @@
+import Foundation
+import ZOIR
+import ZORuntime
+
+/// calibrate: runs each function with the float interpreter and records, for every value, the
+/// absolute range quantize will map onto the integer grid; writes it as the `range` annotation on
+/// ops, and as module attributes `range.<function>.<param>` for parameters.
+///
+/// Inputs: per-function sets of named inputs (e.g. embedded calibration text), or, when none are
+/// given, seeded standard-normal inputs (for synthetic graphs). A precomputed `CalibrationTable`
+/// can be applied instead of running anything: its keys are op locations plus the op's ordinal
+/// within its location, so ranges measured on one static shape carry over to other shapes.
+public struct CalibratePass: Pass {
+    public let name = "calibrate"
+    public var inputs: [String: [[String: TensorData]]]
+    public var table: CalibrationTable?
+    public var rule: ClipRule
+
+    public init(inputs: [String: [[String: TensorData]]] = [:], table: CalibrationTable? = nil, rule: ClipRule = .percentile) {
+        self.inputs = inputs; self.table = table; self.rule = rule
+    }
+
+    public func run(_ m: Module) throws -> Module {
+        var out = m
+        for (fi, f) in m.functions.enumerated() {
+            let ranges: [Int: Double]
+            let channels: [Int: [Double]]
+            if let t = table {
+                ranges = t.ranges(for: f)
+                channels = t.channelRanges(for: f)
+            } else {
+                let stats = try measure(m, f)
+                ranges = stats.mapValues { rule.range($0) }
+                channels = stats.filter { !$0.value.channelMax.isEmpty }.mapValues(\.channelMax)
+            }
+            for (i, op) in f.ops.enumerated() where op.kind == .fullyConnected {
+                guard let c = channels[op.operands[0]] else { continue }
+                let name = "channel_range.\(f.name).\(f.params.count + i)"
+                out.constants.append(ConstantDecl(name, .f32([c.count])))
+                out.constantData[name] = .data(.f32(c.map(Float.init)))
+                out.functions[fi].ops[i].attributes["channel_range"] = .symbol(name)
+            }
+            for (i, p) in f.params.enumerated() {
+                if let r = ranges[i] { out.attributes["range.\(f.name).\(p.name)"] = .float(r) }
+            }
+            for i in f.ops.indices where f.ops[i].kind != .constant {
+                if let r = ranges[f.params.count + i] { out.functions[fi].ops[i].attributes["range"] = .float(r) }
+            }
+        }
+        return out
+    }
+
+    /// Statistics of |x| per value over all calibration inputs.
+    public func measure(_ m: Module, _ f: Function) throws -> [Int: RangeStats] {
+        for c in m.constants where m.constantData[c.name] == nil {
+            throw PassError(pass: name, function: f.name, message: "constant @\(c.name) has no data: calibration runs the graph, so it needs the weights (import from a model, or give small constants inline)")
+        }
+        let interp = try Interpreter(module: m)
+        let runs = inputs[f.name] ?? [Self.syntheticInputs(f)]
+        let fcInputs = Set(f.ops.filter { $0.kind == .fullyConnected }.map { $0.operands[0] })
+        var stats: [Int: RangeStats] = [:]
+        func note(_ id: Int, _ a: [Float]) {
+            stats[id, default: RangeStats()].add(a)
+            if fcInputs.contains(id) { stats[id]!.addChannels(a, width: f.type(of: id).shape.last ?? 1) }
+        }
+        for input in runs {
+            _ = try interp.run(f.name, input) { id, data in if case let .f32(a) = data { note(id, a) } }
+            for (i, p) in f.params.enumerated() { if case let .f32(a)? = input[p.name] { note(i, a) } }
+        }
+        return stats
+    }
+
+    /// Seeded standard-normal f32 inputs (integer parameters get zeros).
+    public static func syntheticInputs(_ f: Function, seed: UInt64 = 0x5EED) -> [String: TensorData] {
+        var rng = SplitMix64(seed: seed)
+        var out: [String: TensorData] = [:]
+        for p in f.params {
+            let n = p.type.elementCount
+            switch p.type.dtype {
+            case .f32: out[p.name] = .f32((0..<n).map { _ in Float(rng.normal()) })
+            case .i8: out[p.name] = .i8(Array(repeating: 0, count: n))
+            case .i16: out[p.name] = .i16(Array(repeating: 0, count: n))
+            case .i32: out[p.name] = .i32(Array(repeating: 0, count: n))
+            case .i64: out[p.name] = .i64(Array(repeating: 0, count: n))
+            }
+        }
+        return out
+    }
+}
+
+/// Running statistics of |x| for one value: the maximum and the mean of per-run 99th percentiles.
+public struct RangeStats: Equatable, Sendable {
+    public var max: Double = 0
+    public var p99Sum: Double = 0
+    public var runs = 0
+    /// max |x| per index of the last axis (kept for values a fully_connected reads).
+    public var channelMax: [Double] = []
+
+    public var p99: Double { runs == 0 ? 0 : p99Sum / Double(runs) }
+
+    mutating func addChannels(_ a: [Float], width: Int) {
+        if channelMax.count != width { channelMax = [Double](repeating: 0, count: width) }
+        for (i, v) in a.enumerated() where v.isFinite { channelMax[i % width] = Swift.max(channelMax[i % width], abs(Double(v))) }
+    }
+
+    mutating func add(_ a: [Float]) {
+        var finite = a.lazy.filter { $0.isFinite }.map { abs(Double($0)) }.makeIterator()
+        // A strided sample of at most 8192 elements gives the percentile; the max is exact.
+        let stride = Swift.max(1, a.count / 8192)
+        var sample: [Double] = []
+        var i = 0, m = 0.0
+        while let v = finite.next() {
+            m = Swift.max(m, v)
+            if i % stride == 0 { sample.append(v) }
+            i += 1
+        }
+        guard i > 0 else { return }
+        sample.sort()
+        max = Swift.max(max, m)
+        p99Sum += sample[Swift.min(sample.count - 1, Int(Double(sample.count) * 0.99))]
+        runs += 1
+    }
+}
+
+/// How a value's range is chosen from its statistics.
+public enum ClipRule: String, Sendable, CaseIterable {
+    /// MobiEdit's rule: where the maximum exceeds 4× the 99th percentile, clip to the 99th percentile.
+    case percentile
+    /// Never clip: the range is the observed maximum (int16 has the headroom for outliers).
+    case max
+
+    public func range(_ s: RangeStats) -> Double {
+        switch self {
+        case .percentile: return s.max > 4 * s.p99 ? s.p99 : s.max
+        case .max: return s.max
+        }
+    }
+}
+
+/// Ranges keyed by op location and ordinal within that location, so they transfer between
+/// functions built from the same model at different static shapes.
+public struct CalibrationTable: Sendable {
+    public var byKey: [String: Double] = [:]
+    public var channelsByKey: [String: [Double]] = [:]
+
+    public init() {}
+
+    public static func keys(_ f: Function) -> [Int: String] {
+        var counts: [String: Int] = [:]
+        var out: [Int: String] = [:]
+        for (i, p) in f.params.enumerated() { out[i] = "param:\(p.name.split(separator: ".").first ?? "")" }
+        for (i, op) in f.ops.enumerated() where op.kind != .constant {
+            let loc = op.loc ?? "-"
+            let n = counts[loc, default: 0]
+            counts[loc] = n + 1
+            out[f.params.count + i] = "\(loc)#\(n)"
+        }
+        return out
+    }
+
+    /// Records the `range` annotations of a calibrated function (and its parameters' ranges).
+    public mutating func record(_ m: Module, _ f: Function) {
+        let keys = Self.keys(f)
+        for (i, p) in f.params.enumerated() {
+            if case let .float(r)? = m.attributes["range.\(f.name).\(p.name)"] { byKey[keys[i]!] = Swift.max(byKey[keys[i]!] ?? 0, r) }
+        }
+        for (i, op) in f.ops.enumerated() {
+            if case let .float(r)? = op.attributes["range"], let k = keys[f.params.count + i] { byKey[k] = r }
+            if case let .symbol(c)? = op.attributes["channel_range"], case let .data(.f32(v))? = m.constantData[c],
+               let k = keys[op.operands[0]] {
+                channelsByKey[k] = v.map(Double.init)
+            }
+        }
+    }
+
+    func channelRanges(for f: Function) -> [Int: [Double]] {
+        var out: [Int: [Double]] = [:]
+        for (v, k) in Self.keys(f) { if let c = channelsByKey[k] { out[v] = c } }
+        return out
+    }
+
+    func ranges(for f: Function) -> [Int: Double] {
+        var out: [Int: Double] = [:]
+        for (v, k) in Self.keys(f) { if let r = byKey[k] { out[v] = r } }
+        return out
+    }
+}
+
+/// A small deterministic generator (SplitMix64) for seeded inputs and directions.
+public struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Standard normal by Box–Muller.
+    public mutating func normal() -> Double {
+        let u1 = Double(next() >> 11) / Double(1 << 53) + 1e-300
+        let u2 = Double(next() >> 11) / Double(1 << 53)
+        return (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)
+    }
+}

@@ -1,0 +1,413 @@
+import Foundation
+import ZOIR
+
+/// quantize: rewrites a decomposed, calibrated float function into the npu profile.
+///
+/// - Weights of fully_connected become symmetric per-output-channel i8 (scale max|w_n|/127).
+/// - Activations are i16 with per-tensor scale range/32767 (`range` from calibrate), zero point 0.
+/// - Exact integers are kept wide (i32/i64) as long as the catalog allows: accumulators, products,
+///   sums and the softmax scores stay exact, and are rescaled to i16 only where an op needs i16
+///   (fully_connected/matmul inputs, table inputs, results). Each value carries its real scale and
+///   a bound on its magnitude (|q| < 2^bits), so no wide op can overflow.
+/// - Nonlinearities are tables: sigmoid and exp (softmax, inputs ≤ 0, domain [−16, 0]) by `table`;
+///   rsqrt (RMSNorm) and reciprocal (softmax) by `norm_table`, exact over the whole input range.
+/// - A constant vector along the last axis that multiplies a value (the RMSNorm weight) folds into
+///   a per-channel rescale; constants added to wide values are quantized at that value's scale.
+public struct QuantizePass: Pass {
+    public let name = "quantize"
+    /// Quantized weights kept across runs (lowering several shapes of one model quantizes each weight once).
+    public var cache: WeightCache?
+    public init(cache: WeightCache? = nil) { self.cache = cache }
+
+    public func run(_ m: Module) throws -> Module {
+        let mb = ModuleBuilder(emptyFunctionsOf: m)
+        for f in m.functions {
+            var q = FunctionQuantizer(module: m, function: f, out: mb, cache: cache)
+            try q.run()
+        }
+        mb.removeUnusedConstants()
+        return mb.module
+    }
+}
+
+/// A value of the integer function: its integer value, real = scale · q, and |q| < 2^bits.
+struct QValue {
+    var value: Value
+    var scale: Double
+    var bits: Int
+}
+
+enum QSlot {
+    case constant(name: String, data: [Float], type: TensorType)
+    case value(QValue)
+}
+
+/// int8 weights and their row scales by constant name.
+public final class WeightCache {
+    var entries: [String: (q: [Int8], scales: [Double], type: TensorType)] = [:]
+    public init() {}
+}
+
+struct FunctionQuantizer {
+    let module: Module
+    let function: Function
+    let out: ModuleBuilder
+    let cache: WeightCache?
+    let b: FunctionBuilder
+    var slots: [Int: QSlot] = [:]
+    var materialized: [String: QValue] = [:]
+    var tables = 0
+
+    static let i16Max = 32767.0
+
+    init(module: Module, function: Function, out: ModuleBuilder, cache: WeightCache?) {
+        self.module = module; self.function = function; self.out = out; self.cache = cache
+        b = FunctionBuilder(function.name, in: out)
+    }
+
+    func fail(_ id: Int?, _ message: String) -> PassError {
+        let op = id.flatMap { function.op(defining: $0) }
+        return PassError(pass: "quantize", [Diagnostic(function: function.name, value: id, op: op?.kind.rawValue, loc: op?.loc, message: message)])
+    }
+
+    /// Calibration saw a few samples; inputs beyond its maxima would saturate, so every range gets
+    /// this much headroom (one bit of the i16 grid).
+    static let headroom = 2.0
+
+    /// The calibrated range of an old value, with headroom.
+    func range(_ id: Int) throws -> Double {
+        if id < function.params.count {
+            if case let .float(r)? = module.attributes["range.\(function.name).\(function.params[id].name)"] { return r * Self.headroom }
+        } else if let r = function.ops[id - function.params.count].attributes["range"], case let .float(v) = r {
+            return v * Self.headroom
+        }
+        throw fail(id, "no calibrated range: run calibrate before quantize")
+    }
+
+    /// The i16 scale for a range, rounded to f32 so the printed scale is the one used.
+    static func i16Scale(_ r: Double) -> Double {
+        Double(Float(r > 0 && r.isFinite ? r / i16Max : 1))
+    }
+
+    /// ratio = multiplier / 2^shift with |multiplier| < 2^31 and shift in 0...62.
+    static func multiplierShift(_ ratio: Double) -> (Int, Int) {
+        guard ratio != 0 && ratio.isFinite else { return (0, 0) }
+        var shift = 30 - Int(floor(log2(abs(ratio))))
+        shift = min(62, max(0, shift))
+        var m = (ratio * pow(2, Double(shift))).rounded()
+        if abs(m) >= 2147483648 { m = m < 0 ? -2147483647 : 2147483647 }
+        return (Int(m), shift)
+    }
+
+    static func bitsFor(_ n: Int) -> Int { max(0, Int(ceil(log2(Double(max(n, 1)))))) }
+
+    // MARK: emitting
+
+    mutating func rescale(_ x: QValue, to scale: Double, out dtype: DType, perChannel ratios: [Double]? = nil) throws -> QValue {
+        var v: Value
+        if let rs = ratios {
+            let ms = rs.map(Self.multiplierShift)
+            let base = "rescale.\(function.name).\(b.function.valueCount)"
+            out.declareConstant(base + ".multiplier", TensorType(.i32, [rs.count]), .data(.i32(ms.map { Int32($0.0) })))
+            out.declareConstant(base + ".shift", TensorType(.i32, [rs.count]), .data(.i32(ms.map { Int32($0.1) })))
+            v = try b.emit(.rescale, [x.value, b.constant(base + ".multiplier"), b.constant(base + ".shift")],
+                           ["out": .string(dtype.rawValue), "scale": .float(scale)])
+        } else {
+            let (m, sh) = Self.multiplierShift(x.scale / scale)
+            v = try b.emit(.rescale, [x.value], ["multiplier": .int(m), "shift": .int(sh), "out": .string(dtype.rawValue), "scale": .float(scale)])
+        }
+        let bits = dtype == .i16 ? 15 : dtype == .i8 ? 7 : dtype == .i32 ? 31 : 63
+        return QValue(value: v, scale: scale, bits: bits)
+    }
+
+    /// `x` as i16 (i8 stays): wide values are rescaled onto the range of old value `id`.
+    mutating func narrow(_ x: QValue, rangeOf id: Int) throws -> QValue {
+        if x.value.type.dtype == .i16 || x.value.type.dtype == .i8 { return x }
+        return try rescale(x, to: Self.i16Scale(try range(id)), out: .i16)
+    }
+
+    /// The slot of old value `id` as an integer value (constants become i16 with a power-of-two scale,
+    /// so tables such as cos and sin share one scale).
+    mutating func operand(_ id: Int) throws -> QValue {
+        switch slots[id]! {
+        case let .value(v): return v
+        case let .constant(name, data, type):
+            if let v = materialized[name] { return v }
+            let mx = data.lazy.filter(\.isFinite).map { abs(Double($0)) }.max() ?? 0
+            let scale = mx > 0 ? pow(2, ceil(log2(mx))) / 32768 : 1
+            let q = data.map { Int16(clamping: $0.isNaN ? 0 : Int64(max(-1e15, min(1e15, (Double($0) / scale).rounded())))) }
+            let qname = name + ".i16"
+            out.declareConstant(qname, TensorType(.i16, type.shape, quant: .perTensor(scale: Float(scale), zeroPoint: 0)), .data(.i16(q)))
+            let v = QValue(value: try b.constant(qname), scale: Double(Float(scale)), bits: 15)
+            materialized[name] = v
+            return v
+        }
+    }
+
+    mutating func i16Operand(_ id: Int) throws -> QValue { try narrow(try operand(id), rangeOf: id) }
+
+    func constantSlot(_ id: Int) -> (name: String, data: [Float], type: TensorType)? {
+        if case let .constant(n, d, t)? = slots[id] { return (n, d, t) }
+        return nil
+    }
+
+    /// A table constant sampling f at the 513 points of an i16 input with scale `inScale`.
+    mutating func lut(_ f: (Double) -> Double, inScale: Double, outScale: Double) -> String {
+        let name = "lut.\(function.name).\(tables)"
+        tables += 1
+        let t = (0...512).map { i -> Int16 in
+            let u = Double(i * 128 - 32768) * inScale
+            return Int16(clamping: Int64((f(u) / outScale).rounded()))
+        }
+        out.declareConstant(name, TensorType(.i16, [513]), .data(.i16(t)))
+        return name
+    }
+
+    // MARK: the walk
+
+    mutating func run() throws {
+        for (i, p) in function.params.enumerated() {
+            if p.type.dtype == .f32 {
+                let s = Self.i16Scale(try range(i))
+                let v = b.param(p.name, TensorType(.i16, p.type.shape, quant: .perTensor(scale: Float(s), zeroPoint: 0)))
+                slots[i] = .value(QValue(value: v, scale: s, bits: 15))
+            } else {
+                slots[i] = .value(QValue(value: b.param(p.name, p.type), scale: 1, bits: p.type.dtype.byteSize * 8 - 1))
+            }
+        }
+        for (i, op) in function.ops.enumerated() {
+            let id = function.params.count + i
+            b.loc = op.loc
+            slots[id] = try lower(op, id: id)
+        }
+        for (name, v) in function.results {
+            let r = try narrow(try operand(v), rangeOf: v)
+            b.output(name, r.value)
+        }
+        b.finish()
+    }
+
+    mutating func lower(_ op: Op, id: Int) throws -> QSlot {
+        let x = op.operands
+        let at = AttrReader(op.attributes)
+        switch op.kind {
+        case .constant:
+            guard case let .symbol(name)? = op.attributes["name"] else { throw fail(id, "constant without a name") }
+            guard let src = module.constantData[name] else { throw fail(id, "constant @\(name) has no data to quantize") }
+            let d: TensorData
+            switch src {
+            case let .data(v): d = v
+            case let .lazy(make): d = try make()
+            }
+            guard case let .f32(a) = d else {
+                return .value(QValue(value: try b.constant(name), scale: 1, bits: d.dtype.byteSize * 8 - 1))
+            }
+            return .constant(name: name, data: a, type: op.type)
+
+        case .fullyConnected:
+            guard let w = constantSlot(x[1]) else { throw fail(id, "fully_connected weights must be a constant") }
+            let n = w.type.shape[0], k = w.type.shape[1]
+            // Smoothing (SmoothQuant, α = 1/2): input channel c is divided by t_c = sqrt(a_c / max_n |w_nc|)
+            // and weight column c multiplied by it, so a few huge input channels (massive activations)
+            // neither flatten the input's i16 grid nor, fully, the weights' int8 grid.
+            var t = [Double](repeating: 1, count: k)
+            var xq: QValue
+            if case let .symbol(cr)? = op.attributes["channel_range"], case let .data(.f32(a))? = module.constantData[cr], a.count == k {
+                for c in 0..<k {
+                    var wm = 0.0
+                    for r in 0..<n { wm = max(wm, abs(Double(w.data[r * k + c]))) }
+                    if a[c] > 0 && wm > 0 { t[c] = (Double(a[c]) / wm).squareRoot() }
+                }
+                let v = try operand(x[0])
+                let s = Self.i16Scale(((0..<k).map { Double(a[$0]) / t[$0] }.max() ?? 1) * Self.headroom)
+                xq = try rescale(v, to: s, out: .i16, perChannel: t.map { v.scale / (s * $0) })
+            } else {
+                xq = try i16Operand(x[0])
+            }
+            let (qname, scales) = try int8Weights(w, columnFactors: t)
+            var operands = [xq.value, try b.constant(qname)]
+            if x.count == 3 {
+                guard let bias = constantSlot(x[2]) else { throw fail(id, "fully_connected bias must be a constant") }
+                let bname = "\(bias.name).i64.\(function.name).\(id)"
+                out.declareConstant(bname, TensorType(.i64, [n]), .data(.i64((0..<n).map { Int64((Double(bias.data[$0]) / (xq.scale * scales[$0])).rounded()) })))
+                operands.append(try b.constant(bname))
+            }
+            let acc = QValue(value: try b.emit(.fullyConnected, operands), scale: xq.scale, bits: 15 + 7 + Self.bitsFor(k) + 1)
+            // Onto one per-tensor grid 2^8 finer than i16: outputs with a few huge channels (the MLP's
+            // massive activations) keep their small channels' precision on the way into the residual.
+            let s = Self.i16Scale(try range(id)) / 256
+            var v = try rescale(acc, to: s, out: .i32, perChannel: scales.map { xq.scale * $0 / s })
+            v.bits = 24
+            return .value(v)
+
+        case .matmul:
+            let a = try i16Operand(x[0]), c = try i16Operand(x[1])
+            let k = op.operands.map { function.type(of: $0) }[0].shape.last!
+            let v = try b.emit(.matmul, [a.value, c.value], op.attributes.filter { $0.key == "transpose_b" })
+            return .value(QValue(value: v, scale: a.scale * c.scale, bits: 30 + Self.bitsFor(k)))
+
+        case .scale:
+            let f = try at.float("factor")
+            guard f > 0 else { throw fail(id, "scale by a non-positive factor is not supported") }
+            var v = try operand(x[0])
+            v.scale *= f
+            return .value(v)
+
+        case .add, .sub:
+            // A constant joins a value at the value's own scale, exactly (eps, the attention mask).
+            if let c = constantSlot(x[1]), case let .value(v)? = slots[x[0]] { return .value(try addConstant(op.kind, v, c, id: id)) }
+            if let c = constantSlot(x[0]), case let .value(v)? = slots[x[1]], op.kind == .add { return .value(try addConstant(.add, v, c, id: id)) }
+            var a = try operand(x[0]), c = try operand(x[1])
+            if abs(a.scale / c.scale - 1) > 1e-9 || max(a.bits, c.bits) >= 62 {
+                // Different scales: both onto a common i32 grid 2^8 finer than the result's i16 grid.
+                let common = Self.i16Scale(try range(id)) / 256
+                a = try rescale(a, to: common, out: .i32)
+                c = try rescale(c, to: common, out: .i32)
+            }
+            let v = try b.emit(op.kind, [a.value, c.value])
+            return .value(QValue(value: v, scale: a.scale, bits: min(63, max(a.bits, c.bits) + 1)))
+
+        case .mul:
+            for (vi, ci) in [(0, 1), (1, 0)] {
+                if let c = constantSlot(x[ci]), case .value? = slots[x[vi]], let lastDim = function.type(of: id).shape.last,
+                   c.type.elementCount == lastDim, c.type.shape.last == lastDim {
+                    // y = v · c[channel]: a per-channel rescale onto a grid 2^8 finer than i16.
+                    let v = try operand(x[vi])
+                    let s = Self.i16Scale(try range(id)) / 256
+                    var r = try rescale(v, to: s, out: .i32, perChannel: c.data.map { v.scale * Double($0) / s })
+                    r.bits = 24
+                    return .value(r)
+                }
+            }
+            var a = try operand(x[0]), c = try operand(x[1])
+            while a.bits + c.bits > 62 {
+                if a.bits >= c.bits { a = try narrow(a, rangeOf: x[0]) } else { c = try narrow(c, rangeOf: x[1]) }
+                if a.bits + c.bits > 62 && a.bits <= 15 && c.bits <= 15 { break }
+            }
+            let v = try b.emit(.mul, [a.value, c.value])
+            return .value(QValue(value: v, scale: a.scale * c.scale, bits: a.bits + c.bits))
+
+        case .reduceSum:
+            let v = try operand(x[0])
+            let len = function.type(of: x[0]).shape[try normalizedAxis(at.int("axis"), function.type(of: x[0]).rank)]
+            let r = try b.emit(.reduceSum, [v.value], op.attributes.filter { $0.key == "axis" })
+            return .value(QValue(value: r, scale: v.scale, bits: min(63, v.bits + Self.bitsFor(len))))
+
+        case .reduceMax:
+            let v = try operand(x[0])
+            return .value(QValue(value: try b.emit(.reduceMax, [v.value], op.attributes.filter { $0.key == "axis" }), scale: v.scale, bits: v.bits))
+
+        case .exp:
+            // Softmax only: inputs are x − max(x) ≤ 0, tabulated over [−D, 0] with D the calibrated range
+            // kept in 8...16. The bottom entry is 0: a masked score saturates there and must weigh nothing
+            // (any genuine input that low has e^x < e^−8).
+            guard let src = function.op(defining: x[0]), src.kind == .sub, function.op(defining: src.operands[1])?.kind == .reduceMax else {
+                throw fail(id, "exp is supported only as softmax's exp(x − max(x)) (its input must be ≤ 0)")
+            }
+            let domain = min(max(try range(x[0]), 8), 16)
+            let inScale = domain / 32768
+            let input = try rescale(try operand(x[0]), to: inScale, out: .i16)
+            let t = lut({ $0 <= -domain ? 0 : Foundation.exp(min($0, 0)) }, inScale: inScale, outScale: 1 / Self.i16Max)
+            let v = try b.emit(.table, [input.value, b.constant(t)])
+            return .value(QValue(value: v, scale: 1 / (Self.i16Max * 128), bits: 22))
+
+        case .sigmoid:
+            let input = try i16Operand(x[0])
+            let t = lut({ 1 / (1 + Foundation.exp(-$0)) }, inScale: input.scale, outScale: 1 / Self.i16Max)
+            let v = try b.emit(.table, [input.value, b.constant(t)])
+            return .value(QValue(value: v, scale: 1 / (Self.i16Max * 128), bits: 22))
+
+        case .rsqrt, .reciprocal:
+            let p = op.kind == .rsqrt ? 1 : 2
+            var v = try operand(x[0])
+            if v.value.type.dtype != .i32 && v.value.type.dtype != .i64 { v = try rescale(v, to: v.scale, out: .i32) }
+            // Aim the largest input (calibrated, or the magnitude bound) at an output near 2^20.
+            let qHi = max(1, min(try range(x[0]) / v.scale, pow(2, Double(v.bits))))
+            let shift = Int(ceil(Double(p) / 2 * log2(qHi))) - 2
+            let name = "lut.\(op.kind.rawValue)"
+            if out.module.constant(name) == nil {
+                let t = (0...512).map { i -> Int16 in
+                    i < 128 ? 32767 : Int16(clamping: Int64((Self.i16Max * pow(Double(i) / 128, -Double(p) / 2)).rounded()))
+                }
+                out.declareConstant(name, TensorType(.i16, [513]), .data(.i16(t)))
+            }
+            let r = try b.emit(.normTable, [v.value, b.constant(name)], ["power": .int(p), "shift": .int(shift)])
+            let scale = pow(v.scale, -Double(p) / 2) / (Self.i16Max * 128 * pow(2, Double(shift)))
+            // Bound by the calibrated output range with 16× headroom (beyond it, products saturate).
+            let bits = min(23 + max(shift, 0), Self.bitsFor(Int(min(1e18, try range(id) / scale))) + 4)
+            return .value(QValue(value: r, scale: scale, bits: bits))
+
+        case .reshape, .transpose, .slice:
+            let v = try operand(x[0])
+            return .value(QValue(value: try b.emit(op.kind, [v.value], op.attributes.filter { $0.key != "range" }), scale: v.scale, bits: v.bits))
+
+        case .concat:
+            var vs = try x.map { try operand($0) }
+            if !vs.allSatisfy({ abs($0.scale / vs[0].scale - 1) <= 1e-12 && $0.value.type.dtype == vs[0].value.type.dtype }) {
+                let s = Self.i16Scale(try range(id))
+                vs = try vs.map { try $0.value.type.dtype == .i16 && abs($0.scale / s - 1) <= 1e-12 ? $0 : rescale($0, to: s, out: .i16) }
+            }
+            let v = try b.emit(.concat, vs.map(\.value), op.attributes.filter { $0.key == "axis" })
+            return .value(QValue(value: v, scale: vs[0].scale, bits: vs.map(\.bits).max()!))
+
+        case .gather:
+            throw fail(id, "gather has no integer form: look rows up on the host")
+        case .rmsNorm, .silu, .softmax, .rope:
+            throw fail(id, "'\(op.kind.rawValue)' must be decomposed before quantize")
+        case .rescale, .table, .normTable:
+            throw fail(id, "'\(op.kind.rawValue)' is already an npu op: the input is quantized")
+        }
+    }
+
+    /// The weights with column c multiplied by columnFactors[c], as i8 per output channel; each row's
+    /// scale minimises the squared rounding error (clip ratios 0.70...1.00 searched). Returns the
+    /// constant's name and the row scales.
+    mutating func int8Weights(_ w: (name: String, data: [Float], type: TensorType), columnFactors t: [Double]) throws -> (String, [Double]) {
+        let n = w.type.shape[0], k = w.type.shape[1]
+        let qname = w.name + ".i8", sname = w.name + ".i8.scales"
+        if case let .data(.f32(s))? = out.module.constantData[sname], out.module.constant(qname) != nil { return (qname, s.map(Double.init)) }
+        if let e = cache?.entries[qname] {
+            out.declareConstant(sname, .f32([n]), .data(.f32(e.scales.map(Float.init))))
+            out.declareConstant(qname, e.type, .data(.i8(e.q)))
+            return (qname, e.scales)
+        }
+        var q = [Int8](repeating: 0, count: n * k)
+        var scales = [Double](repeating: 1, count: n)
+        var row = [Double](repeating: 0, count: k)
+        for r in 0..<n {
+            for c in 0..<k { row[c] = Double(w.data[r * k + c]) * t[c] }
+            let mx = row.map(abs).max() ?? 0
+            guard mx > 0 else { continue }
+            var best = mx / 127, bestErr = Double.infinity
+            for step in 0...15 {
+                let sc = mx * (1 - Double(step) * 0.02) / 127
+                var err = 0.0
+                for v in row { let d = v - max(-127, min(127, (v / sc).rounded())) * sc; err += d * d }
+                if err < bestErr { bestErr = err; best = sc }
+            }
+            scales[r] = Double(Float(best))
+            for c in 0..<k { q[r * k + c] = Int8(max(-127, min(127, (row[c] / scales[r]).rounded()))) }
+        }
+        let type = TensorType(.i8, [n, k], quant: .perChannel(axis: 0, scales: sname))
+        out.declareConstant(sname, .f32([n]), .data(.f32(scales.map(Float.init))))
+        out.declareConstant(qname, type, .data(.i8(q)))
+        cache?.entries[qname] = (q, scales, type)
+        return (qname, scales)
+    }
+
+    func normalizedAxis(_ a: Int, _ rank: Int) -> Int { a < 0 ? a + rank : a }
+
+    /// v ± c with c quantized at v's scale as i64 (−∞ saturates far below any real value).
+    mutating func addConstant(_ kind: OpKind, _ v: QValue, _ c: (name: String, data: [Float], type: TensorType), id: Int) throws -> QValue {
+        let limit = Double(1 << 52)
+        let q = c.data.map { x -> Int64 in
+            let r = Double(x) / v.scale
+            return Int64(r.isNaN ? 0 : max(-limit, min(limit, r.rounded())))
+        }
+        let cname = "\(c.name).i64.\(function.name).\(id)"
+        out.declareConstant(cname, TensorType(.i64, c.type.shape), .data(.i64(q)))
+        let r = try b.emit(kind, [v.value, b.constant(cname)])
+        let cbits = Self.bitsFor(Int(q.map { $0.magnitude }.max() ?? 0) + 1)
+        return QValue(value: r, scale: v.scale, bits: min(63, max(v.bits, cbits) + 1))
+    }
+}

@@ -1,0 +1,202 @@
+import ZOIR
+
+/// Integer kernels of the npu profile, bit-exact to the semantics written in the op catalog.
+enum IntKernels {
+    /// Every element as Int64 (exact for all integer dtypes).
+    static func widen(_ d: TensorData) -> [Int64] {
+        switch d {
+        case let .i8(a): return a.map(Int64.init)
+        case let .i16(a): return a.map(Int64.init)
+        case let .i32(a): return a.map(Int64.init)
+        case let .i64(a): return a
+        case let .f32(a): return a.map { Int64($0) }
+        }
+    }
+
+    /// Saturates each value to `dtype`'s range.
+    static func narrow(_ v: [Int64], to dtype: DType) -> TensorData {
+        switch dtype {
+        case .i8: return .i8(v.map { Int8(clamping: $0) })
+        case .i16: return .i16(v.map { Int16(clamping: $0) })
+        case .i32: return .i32(v.map { Int32(clamping: $0) })
+        case .i64: return .i64(v)
+        case .f32: return .f32(v.map(Float.init))
+        }
+    }
+
+    static func int8s(_ d: TensorData) throws -> [Int8] {
+        guard case let .i8(a) = d else { throw KernelError("expected i8 data, got \(d.dtype.rawValue)") }
+        return a
+    }
+
+    static func int16s(_ d: TensorData) throws -> [Int16] {
+        switch d {
+        case let .i16(a): return a
+        case let .i8(a): return a.map(Int16.init)
+        default: throw KernelError("expected i16 data, got \(d.dtype.rawValue)")
+        }
+    }
+
+    /// acc[r, n] = bias[n] + Σ_k x[r, k] · w[n, k], exact. Products are at most 2^22, so blocks of
+    /// 256 sum exactly in Int32 before joining the Int64 total.
+    static func fullyConnected(_ x: [Int16], rows: Int, k: Int, _ w: [Int8], n: Int, bias: [Int64]?) -> [Int64] {
+        var out = [Int64](repeating: 0, count: rows * n)
+        x.withUnsafeBufferPointer { xp in
+            w.withUnsafeBufferPointer { wp in
+                out.withUnsafeMutableBufferPointer { op in
+                    for r in 0..<rows {
+                        let xr = xp.baseAddress! + r * k
+                        for j in 0..<n {
+                            let wr = wp.baseAddress! + j * k
+                            var total: Int64 = bias?[j] ?? 0
+                            var start = 0
+                            while start < k {
+                                let end = min(k, start + 256)
+                                var acc: Int32 = 0
+                                for i in start..<end { acc &+= Int32(xr[i]) &* Int32(wr[i]) }
+                                total += Int64(acc)
+                                start = end
+                            }
+                            op[r * n + j] = total
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// Batched c[b, m, n] = Σ_k a[b, m, k] · b[b, k, n] (or b[b, n, k]), exact. i16 products are at
+    /// most 2^30, so blocks of 2 are exact in Int32... we accumulate in Int64 directly.
+    static func matmul(_ a: [Int16], _ at: TensorType, _ b: [Int16], transposeB: Bool, out: TensorType) -> [Int64] {
+        let m = at.shape[at.rank - 2], k = at.shape[at.rank - 1], n = out.shape[out.rank - 1]
+        let batches = at.elementCount / (m * k)
+        var c = [Int64](repeating: 0, count: out.elementCount)
+        a.withUnsafeBufferPointer { ap in
+            b.withUnsafeBufferPointer { bp in
+                c.withUnsafeMutableBufferPointer { cp in
+                    for bt in 0..<batches {
+                        let A = ap.baseAddress! + bt * m * k, Bm = bp.baseAddress! + bt * k * n, C = cp.baseAddress! + bt * m * n
+                        for i in 0..<m {
+                            for j in 0..<n {
+                                var acc: Int64 = 0
+                                if transposeB {
+                                    for l in 0..<k { acc += Int64(Int32(A[i * k + l]) * Int32(Bm[j * k + l])) }
+                                } else {
+                                    for l in 0..<k { acc += Int64(Int32(A[i * k + l]) * Int32(Bm[l * n + j])) }
+                                }
+                                C[i * n + j] = acc
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return c
+    }
+
+    /// add/sub/mul with numpy broadcasting, exact in Int64, then saturated to the result type.
+    /// (Operands are at most i32 for mul into i64, so the products fit; i64 products saturate.)
+    static func binary(_ kind: OpKind, _ a: [Int64], _ ashape: [Int], _ b: [Int64], _ bshape: [Int], out: TensorType) -> TensorData {
+        let f: (Int64, Int64) -> Int64
+        switch kind {
+        case .add: f = { let (r, o) = $0.addingReportingOverflow($1); return o ? ($1 > 0 ? .max : .min) : r }
+        case .sub: f = { let (r, o) = $0.subtractingReportingOverflow($1); return o ? ($1 < 0 ? .max : .min) : r }
+        default: f = { let (r, o) = $0.multipliedReportingOverflow(by: $1); return o ? (($0 < 0) != ($1 < 0) ? .min : .max) : r }
+        }
+        return narrow(Broadcast.apply(a, ashape, b, bshape, out: out.shape, f), to: out.dtype)
+    }
+
+    /// y = saturate(round(x · m / 2^s)) per tensor or per index of the last axis.
+    static func rescale(_ x: [Int64], lastDim: Int, multipliers: [Int], shifts: [Int], out: DType) -> TensorData {
+        var y = [Int64](repeating: 0, count: x.count)
+        let perChannel = multipliers.count > 1
+        for i in 0..<x.count {
+            let c = perChannel ? i % lastDim : 0
+            y[i] = roundShift(Int128(x[i]) * Int128(multipliers[c]), shifts[c])
+        }
+        return narrow(y, to: out)
+    }
+
+    /// round(v / 2^s) with ties toward +∞, saturated to Int64.
+    @inline(__always) static func roundShift(_ v: Int128, _ s: Int) -> Int64 {
+        let r = s == 0 ? v : (v + (Int128(1) << (s - 1))) >> s
+        return Int64(clamping: r)
+    }
+
+    static func table(_ x: [Int16], _ tbl: [Int16]) -> [Int32] {
+        x.map { v in
+            let u = Int(v) + 32768, i = u >> 7, f = Int32(u & 127)
+            let lo = Int32(tbl[i]), hi = Int32(tbl[i + 1])
+            return lo * 128 + (hi - lo) * f
+        }
+    }
+
+    static func normTable(_ x: [Int64], _ tbl: [Int16], power: Int, shift: Int) -> [Int64] {
+        x.map { raw in
+            let v = UInt64(max(raw, 1))
+            let top = 63 - v.leadingZeroBitCount          // index of the highest set bit, 0...62
+            let k = top / 2                                // v = m · 4^k, m in [1, 4)
+            let s = 61 - 2 * k
+            let vn = s >= 0 ? v << UInt64(s) : v >> 1      // in [2^61, 2^63)
+            let u = Int(vn >> 47)                          // in [2^14, 2^16)
+            let i = u >> 7, f = Int64(u & 127)
+            let lo = Int64(tbl[i]), hi = Int64(tbl[i + 1])
+            let r = lo * 128 + (hi - lo) * f
+            let e = shift - power * k
+            if e >= 0 {
+                return Int64(clamping: Int128(r) << e)
+            }
+            return roundShift(Int128(r), -e)
+        }
+    }
+
+    static func reduceSum(_ x: [Int64], _ shape: [Int], axis: Int) -> [Int64] {
+        Reduction.apply(x, shape, axis: axis, initial: 0) { acc, v in
+            let (r, o) = acc.addingReportingOverflow(v)
+            return o ? (v > 0 ? .max : .min) : r
+        }
+    }
+}
+
+/// numpy broadcasting of a binary function, with fast paths for equal shapes and a trailing operand.
+enum Broadcast {
+    static func apply<T, R>(_ a: [T], _ ashape: [Int], _ b: [T], _ bshape: [Int], out: [Int], _ f: (T, T) -> R) -> [R] {
+        let n = out.reduce(1, *)
+        if ashape == out && bshape == out { return (0..<n).map { f(a[$0], b[$0]) } }
+        if ashape == out && Array(out.suffix(bshape.count)) == bshape && !b.isEmpty {
+            let m = b.count
+            return (0..<n).map { f(a[$0], b[$0 % m]) }
+        }
+        let r = out.count
+        let os = strides(of: out)
+        func bstrides(_ s: [Int]) -> [Int] {
+            let padded = [Int](repeating: 1, count: r - s.count) + s
+            let st = strides(of: padded)
+            return (0..<r).map { padded[$0] == 1 ? 0 : st[$0] }
+        }
+        let sa = bstrides(ashape), sb = bstrides(bshape)
+        return (0..<n).map { i in
+            var rem = i, ia = 0, ib = 0
+            for d in 0..<r { let q = rem / os[d]; rem -= q * os[d]; ia += q * sa[d]; ib += q * sb[d] }
+            return f(a[ia], b[ib])
+        }
+    }
+}
+
+/// Folds one axis of a row-major tensor, keeping it as a dimension of size 1.
+enum Reduction {
+    static func apply<T>(_ x: [T], _ shape: [Int], axis: Int, initial: T, _ f: (T, T) -> T) -> [T] {
+        let len = shape[axis]
+        let inner = shape[(axis + 1)...].reduce(1, *)
+        let outer = x.count / (len * inner)
+        var out = [T](repeating: initial, count: outer * inner)
+        for o in 0..<outer {
+            for j in 0..<len {
+                let base = (o * len + j) * inner
+                for i in 0..<inner { out[o * inner + i] = f(out[o * inner + i], x[base + i]) }
+            }
+        }
+        return out
+    }
+}
