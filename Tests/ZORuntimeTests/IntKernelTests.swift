@@ -1,0 +1,169 @@
+import XCTest
+import ZOIR
+import ZORuntime
+
+/// Every integer kernel against a slow scalar oracle written from the catalog's semantics, on
+/// random inputs with the saturation edges mixed in.
+final class IntKernelTests: XCTestCase {
+    var rng = SystemRandomNumberGenerator()
+
+    static let edges16: [Int16] = [.min, .max, -1, 0, 1]
+
+    /// Random values with an edge value every 13th element.
+    func i16s(_ n: Int) -> [Int16] {
+        var out: [Int16] = []
+        for i in 0..<n { out.append(i % 13 == 0 ? Self.edges16[(i / 13) % 5] : Int16.random(in: .min ... .max, using: &rng)) }
+        return out
+    }
+    func i8s(_ n: Int) -> [Int8] { (0..<n).map { i in i % 11 == 0 ? [Int8(-127), 127, 0][(i / 11) % 3] : Int8.random(in: -127...127, using: &rng) } }
+
+    /// Runs a one-op function on named inputs and constants.
+    func run(_ kind: OpKind, _ params: [(TensorType, TensorData)], consts: [(TensorType, TensorData)] = [], _ attrs: [String: Attribute] = [:]) throws -> TensorData {
+        let mb = ModuleBuilder(name: "k")
+        for (i, c) in consts.enumerated() { mb.declareConstant("c\(i)", c.0, .data(c.1)) }
+        let f = FunctionBuilder("f", in: mb)
+        var operands = params.enumerated().map { f.param("p\($0.offset)", $0.element.0) }
+        for i in consts.indices { operands.append(try f.constant("c\(i)")) }
+        f.output("y", try f.emit(kind, operands, attrs))
+        f.finish()
+        var inputs: [String: TensorData] = [:]
+        for (i, p) in params.enumerated() { inputs["p\(i)"] = p.1 }
+        return try Interpreter(module: mb.module).run("f", inputs)["y"]!
+    }
+
+    func ints(_ d: TensorData) -> [Int64] {
+        switch d {
+        case let .i8(a): return a.map(Int64.init)
+        case let .i16(a): return a.map(Int64.init)
+        case let .i32(a): return a.map(Int64.init)
+        case let .i64(a): return a
+        case let .f32(a): return a.map { Int64($0) }
+        }
+    }
+
+    /// floor(v / 2^s + 1/2) by 128-bit floor division.
+    func oracleRound(_ v: Int128, _ s: Int) -> Int128 {
+        if s == 0 { return v }
+        let d = Int128(1) << s
+        let n = v + d / 2
+        let q = n / d
+        return (n % d != 0 && n < 0) ? q - 1 : q
+    }
+
+    func sat(_ v: Int128, _ bits: Int) -> Int64 {
+        let hi = (Int128(1) << (bits - 1)) - 1, lo = -(Int128(1) << (bits - 1))
+        return Int64(max(lo, min(hi, v)))
+    }
+
+    func testFullyConnectedIsExact() throws {
+        let rows = 3, k = 700, n = 5
+        let x = i16s(rows * k), w = i8s(n * k)
+        let y = ints(try run(.fullyConnected, [(TensorType(.i16, [rows, k]), .i16(x))], consts: [(TensorType(.i8, [n, k]), .i8(w))]))
+        for r in 0..<rows { for j in 0..<n {
+            var acc: Int64 = 0
+            for c in 0..<k { acc += Int64(x[r * k + c]) * Int64(w[j * k + c]) }
+            XCTAssertEqual(y[r * n + j], acc)
+        } }
+        // The extreme: every product −32768 · −127 over 1536 terms needs more than 32 bits.
+        let big = ints(try run(.fullyConnected, [(TensorType(.i16, [1, 1536]), .i16(Array(repeating: .min, count: 1536)))],
+                               consts: [(TensorType(.i8, [1, 1536]), .i8(Array(repeating: -127, count: 1536)))]))
+        XCTAssertEqual(big, [Int64(32768 * 127 * 1536)])
+    }
+
+    func testMatmulIsExactInBothLayouts() throws {
+        let a = i16s(2 * 3 * 9), b = i16s(2 * 9 * 4)
+        for tb in [false, true] {
+            let bt = TensorType(.i16, tb ? [2, 4, 9] : [2, 9, 4])
+            let y = ints(try run(.matmul, [(TensorType(.i16, [2, 3, 9]), .i16(a)), (bt, .i16(b))], ["transpose_b": .bool(tb)]))
+            for bb in 0..<2 { for i in 0..<3 { for j in 0..<4 {
+                var acc: Int64 = 0
+                for l in 0..<9 { acc += Int64(a[bb * 27 + i * 9 + l]) * Int64(tb ? b[bb * 36 + j * 9 + l] : b[bb * 36 + l * 4 + j]) }
+                XCTAssertEqual(y[bb * 12 + i * 4 + j], acc)
+            } } }
+        }
+    }
+
+    func testRescaleRoundingAndSaturation() throws {
+        let x = (0..<400).map { i -> Int64 in
+            [Int64.min / 2, Int64.max / 2, -1, 0, 1, -(1 << 40), (1 << 40) + 1][i % 7] &+ Int64.random(in: -1000...1000, using: &rng) * Int64(i % 3)
+        }
+        for _ in 0..<30 {
+            let m = Int.random(in: -(1 << 31) + 1 ... (1 << 31) - 1, using: &rng), s = Int.random(in: 0...62, using: &rng)
+            for (out, bits) in [(DType.i8, 8), (.i16, 16), (.i32, 32), (.i64, 64)] {
+                let y = ints(try run(.rescale, [(TensorType(.i64, [400]), .i64(x))], ["multiplier": .int(m), "shift": .int(s), "out": .string(out.rawValue)]))
+                for (xi, yi) in zip(x, y) { XCTAssertEqual(yi, sat(oracleRound(Int128(xi) * Int128(m), s), bits), "x \(xi) m \(m) s \(s) \(out)") }
+            }
+        }
+        // Ties round toward +∞: 3/2 → 2, −3/2 → −1.
+        let t = ints(try run(.rescale, [(TensorType(.i32, [2]), .i32([3, -3]))], ["multiplier": .int(1), "shift": .int(1), "out": .string("i32")]))
+        XCTAssertEqual(t, [2, -1])
+    }
+
+    func testPerChannelRescale() throws {
+        let x = (0..<12).map { Int32($0 * 1000 - 6000) }
+        let m: [Int32] = [3, -7, 1 << 30], s: [Int32] = [0, 4, 31]
+        let y = ints(try run(.rescale, [(TensorType(.i32, [4, 3]), .i32(x))],
+                             consts: [(TensorType(.i32, [3]), .i32(m)), (TensorType(.i32, [3]), .i32(s))], ["out": .string("i16")]))
+        for i in 0..<12 { XCTAssertEqual(y[i], sat(oracleRound(Int128(x[i]) * Int128(m[i % 3]), Int(s[i % 3])), 16)) }
+    }
+
+    func testTableOnEveryInput() throws {
+        let tbl = (0..<513).map { _ in Int16.random(in: .min ... .max, using: &rng) }
+        let x = (0..<65536).map { Int16(truncatingIfNeeded: $0 - 32768) }
+        let y = ints(try run(.table, [(TensorType(.i16, [65536]), .i16(x))], consts: [(TensorType(.i16, [513]), .i16(tbl))]))
+        for (v, r) in zip(x, y) {
+            let u = Int(v) + 32768, base = Int64(tbl[u / 128]), next = Int64(tbl[u / 128 + 1])
+            XCTAssertEqual(r, base * 128 + (next - base) * Int64(u % 128))
+        }
+    }
+
+    func testNormTableNormalizesEveryMagnitude() throws {
+        // With the table holding g(m) = m^(−p/2) exactly, the result is x^(−p/2) · 2^shift · 32767 · 128.
+        for p in [1, 2] {
+            let tbl = (0...512).map { i -> Int16 in i < 128 ? 32767 : Int16((32767 * pow(Double(i) / 128, -Double(p) / 2)).rounded()) }
+            var x: [Int64] = [0, -5, 1, 2, 3, 4, 5, 1 << 20, (1 << 31) - 1, 1 << 40, Int64.max, Int64.max / 3]
+            for _ in 0..<200 { x.append(Int64.random(in: 1...(Int64(1) << Int.random(in: 1...62, using: &rng)), using: &rng)) }
+            let shift = 40
+            let y = ints(try run(.normTable, [(TensorType(.i64, [x.count]), .i64(x))], consts: [(TensorType(.i16, [513]), .i16(tbl))],
+                                 ["power": .int(p), "shift": .int(shift)]))
+            for (v, r) in zip(x, y) {
+                // Where the output keeps at least 20 bits (tiny outputs are as precise as their integer allows).
+                let want = 32767.0 * 128 * pow(2, Double(shift)) * pow(Double(max(v, 1)), -Double(p) / 2)
+                if want >= Double(1 << 20) && want < 9e18 { XCTAssertEqual(Double(r) / want, 1, accuracy: 2e-4, "x = \(v), power \(p)") }
+            }
+            // And bit-exactly against the written rule.
+            for (v, r) in zip(x, y) {
+                let u = UInt64(max(v, 1)), top = 63 - u.leadingZeroBitCount, k = top / 2, s = 61 - 2 * k
+                let vn = s >= 0 ? u << UInt64(s) : u >> 1
+                let t = Int(vn >> 47), i = t / 128, f = Int64(t % 128)
+                let rr = Int64(tbl[i]) * 128 + (Int64(tbl[i + 1]) - Int64(tbl[i])) * f
+                let e = shift - p * k
+                XCTAssertEqual(r, e >= 0 ? sat(Int128(rr) << e, 64) : sat(oracleRound(Int128(rr), -e), 64))
+            }
+        }
+    }
+
+    func testElementwiseSaturates() throws {
+        let a: [Int32] = [.max, .min, 5, -5, .max], b: [Int32] = [1, -1, -7, 7, .max]
+        let ta = TensorType(.i32, [5])
+        XCTAssertEqual(ints(try run(.add, [(ta, .i32(a)), (ta, .i32(b))])), [Int64(Int32.max), Int64(Int32.min), -2, 2, Int64(Int32.max)])
+        XCTAssertEqual(ints(try run(.sub, [(ta, .i32(a)), (ta, .i32(b))])), [Int64(Int32.max) - 1, Int64(Int32.min) + 1, 12, -12, 0])
+        XCTAssertEqual(ints(try run(.mul, [(ta, .i32(a)), (ta, .i32(b))])), [Int64(Int32.max), Int64(Int32.max) + 1, -35, -35, Int64(Int32.max) * Int64(Int32.max)])
+        let big: [Int64] = [.max, .min], one: [Int64] = [1, -1]
+        let t64 = TensorType(.i64, [2])
+        XCTAssertEqual(ints(try run(.add, [(t64, .i64(big)), (t64, .i64(one))])), [.max, .min])
+        XCTAssertEqual(ints(try run(.mul, [(t64, .i64(big)), (t64, .i64([2, 2]))])), [.max, .min])
+        // i16 × i16 is exact in i32, broadcasting a row.
+        let x = i16s(12), r = i16s(4)
+        let y = ints(try run(.mul, [(TensorType(.i16, [3, 4]), .i16(x)), (TensorType(.i16, [4]), .i16(r))]))
+        for i in 0..<12 { XCTAssertEqual(y[i], Int64(x[i]) * Int64(r[i % 4])) }
+    }
+
+    func testReductions() throws {
+        let x = i16s(6 * 5)
+        let s = ints(try run(.reduceSum, [(TensorType(.i16, [6, 5]), .i16(x))], ["axis": .int(0)]))
+        let m = ints(try run(.reduceMax, [(TensorType(.i16, [6, 5]), .i16(x))], ["axis": .int(-1)]))
+        for c in 0..<5 { XCTAssertEqual(s[c], (0..<6).reduce(Int64(0)) { $0 + Int64(x[$1 * 5 + c]) }) }
+        for r in 0..<6 { XCTAssertEqual(m[r], Int64(x[(r * 5)..<(r * 5 + 5)].max()!)) }
+    }
+}
