@@ -12,7 +12,7 @@ public final class NPUCompiler {
     public let rule: ClipRule
     let weights = WeightCache()
 
-    public init(importer: LlamaImporter, tokenizer: Tokenizer, samples: [String] = CalibrationText.samples, rule: ClipRule = .percentile) throws {
+    public init(importer: LlamaImporter, tokenizer: Tokenizer, samples: [String] = CalibrationText.samples, rule: ClipRule = .max) throws {
         self.importer = importer
         self.tokenizer = tokenizer
         self.rule = rule
@@ -26,12 +26,12 @@ public final class NPUCompiler {
         let name = "calibrate_t\(length)"
         try importer.addForward(name, ForwardShape(seqLen: length))
         var m = try DecomposePass().run(single(name))
-        let embed = try EmbeddingTable(module: importer.module)
+        let embed = try EmbeddingTable(gguf: importer.gguf)
         let inputs = try ids.map { ["embeddings": try embed.lookup(Array($0.prefix(length)))] }
         m = try CalibratePass(inputs: [name: inputs], rule: rule).run(m)
         calibration.record(m, m.function(name)!)
         // The host may feed any row of the table: its range is the whole table's, not the samples'.
-        calibration.byKey["param:embeddings"] = embed.maxAbs
+        calibration.byKey["param:embeddings"] = try embed.maxAbs()
     }
 
     /// A module holding only function `name` of the importer's module.
@@ -49,28 +49,30 @@ public final class NPUCompiler {
     }
 }
 
-/// Host-side embedding lookup from a module's `token_embd.weight` constant.
+/// Host-side embedding lookup: rows of `token_embd.weight` dequantized from the mapped GGUF on
+/// demand, so the table is never held as f32.
 public struct EmbeddingTable {
     public let rows: Int
     public let width: Int
-    let data: [Float]
+    let gguf: GGUFFile
+    let info: GGUFTensorInfo
 
-    public init(module: Module) throws {
-        guard let decl = module.constant("token_embd.weight"), let src = module.constantData["token_embd.weight"] else {
-            throw RuntimeError.missingConstantData("token_embd.weight")
+    public init(gguf: GGUFFile) throws {
+        guard let i = gguf.tensorInfo("token_embd.weight"), i.dims.count == 2 else {
+            throw ModelIOError.missingTensor(path: gguf.path, name: "token_embd.weight")
         }
-        let d: TensorData
-        switch src {
-        case let .data(x): d = x
-        case let .lazy(make): d = try make()
-        }
-        guard case let .f32(a) = d else { throw RuntimeError.badRequest("token_embd.weight is not f32") }
-        data = a
-        rows = decl.type.shape[0]
-        width = decl.type.shape[1]
+        self.gguf = gguf
+        info = i
+        width = i.dims[0]
+        rows = i.dims[1]
     }
 
-    public var maxAbs: Double { Double(data.lazy.map { abs($0) }.max() ?? 0) }
+    /// max |x| over the whole table (reads every row once).
+    public func maxAbs() throws -> Double {
+        var m: Float = 0
+        for r in 0..<rows { for v in try gguf.dequantizeRow(info, r) { m = max(m, abs(v)) } }
+        return Double(m)
+    }
 
     /// [1, T, D] embeddings of `ids`.
     public func lookup(_ ids: [Int]) throws -> TensorData {
@@ -78,7 +80,7 @@ public struct EmbeddingTable {
         out.reserveCapacity(ids.count * width)
         for id in ids {
             guard id >= 0 && id < rows else { throw RuntimeError.badRequest("token id \(id) is outside the vocabulary (0..<\(rows))") }
-            out.append(contentsOf: data[(id * width)..<((id + 1) * width)])
+            out.append(contentsOf: try gguf.dequantizeRow(info, id))
         }
         return .f32(out)
     }

@@ -158,7 +158,7 @@ public final class Interpreter {
             let (m, sh) = x.count == 3 ? (IntKernels.widen(x[1]).map(Int.init), IntKernels.widen(x[2]).map(Int.init))
                                        : ([try at.int("multiplier")], [try at.int("shift")])
             guard sh.allSatisfy({ (0...62).contains($0) }) else { throw KernelError("rescale shifts must lie in 0...62") }
-            return IntKernels.rescale(IntKernels.widen(x[0]), lastDim: t[0].shape.last ?? 1, multipliers: m, shifts: sh, out: op.type.dtype)
+            return IntKernels.rescale(x[0], lastDim: t[0].shape.last ?? 1, multipliers: m, shifts: sh, out: op.type.dtype)
         case .table:
             return .i32(IntKernels.table(try IntKernels.int16s(x[0]), try IntKernels.int16s(x[1])))
         case .normTable:

@@ -1,9 +1,21 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Resident-memory figures of this process, from /proc/self/status (Linux).
 public enum ProcessStats {
     /// Peak resident set size (VmHWM) in bytes, or nil where /proc is unavailable.
     public static func peakRSS() -> Int? { field("VmHWM") }
+    /// Resets the peak (VmHWM) to the current RSS and returns freed heap to the system first, so a
+    /// following `peakRSS()` measures only what comes after (Linux: /proc/self/clear_refs, 5).
+    public static func resetPeakRSS() {
+        #if os(Linux)
+        _ = glibcMallocTrim(0)
+        #endif
+        try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
+    }
+
     /// Current resident set size (VmRSS) in bytes.
     public static func currentRSS() -> Int? { field("VmRSS") }
 
@@ -16,6 +28,11 @@ public enum ProcessStats {
         return nil
     }
 }
+
+#if os(Linux)
+/// glibc's malloc_trim, which Swift's Glibc module does not export.
+@_silgen_name("malloc_trim") func glibcMallocTrim(_ pad: Int) -> Int32
+#endif
 
 /// Monotonic seconds.
 public func monotonicSeconds() -> Double {

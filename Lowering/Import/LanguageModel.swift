@@ -18,12 +18,12 @@ public final class LanguageModel {
     private var built = Set<String>()
     private var compiler: NPUCompiler?
     private var intInterpreters: [String: Interpreter] = [:]
-    private lazy var embeddings = try? EmbeddingTable(module: importer.module)
+    private lazy var embeddings = try? EmbeddingTable(gguf: gguf)
 
     /// How calibration chooses ranges for the int path.
     public let clipRule: ClipRule
 
-    public init(path: String, precision: Precision = .fp32, clipRule: ClipRule = .percentile) throws {
+    public init(path: String, precision: Precision = .fp32, clipRule: ClipRule = .max) throws {
         self.clipRule = clipRule
         gguf = try GGUFFile(path: path)
         importer = try LlamaImporter(gguf: gguf)
@@ -40,18 +40,23 @@ public final class LanguageModel {
         return c
     }
 
-    /// Logits of every position from the npu graph of this length: [T][V].
-    func intLogits(_ ids: [Int]) throws -> [[Float]] {
-        let name = "npu_t\(ids.count)"
+    /// Logits of every position of `ids` from the npu graph of static length `length` (≥ ids.count):
+    /// the tokens are right-padded, which the causal mask keeps from reaching earlier positions.
+    func intLogits(_ ids: [Int], length: Int? = nil) throws -> [[Float]] {
+        let L = length ?? ids.count
+        let name = "npu_t\(L)"
         let interp: Interpreter
         if let i = intInterpreters[name] {
             interp = i
         } else {
-            interp = try Interpreter(module: npuCompiler().lower(name, ForwardShape(seqLen: ids.count)), constantsFrom: intInterpreters.values.first)
+            interp = try Interpreter(module: npuCompiler().lower(name, ForwardShape(seqLen: L)), constantsFrom: intInterpreters.values.first)
             intInterpreters[name] = interp
+            // The int graph holds its own weights now: the float model's pages need not stay resident.
+            gguf.file.releasePages()
         }
         let f = interp.module.function(name)!
-        let input = try quantizeInput(try embed(ids), f.params[0].type)
+        let padded = ids + Array(repeating: tokenizer.eosID ?? 0, count: L - ids.count)
+        let input = try quantizeInput(try embed(padded), f.params[0].type)
         let out = try interp.run(name, [f.params[0].name: input])
         let logitsType = f.type(of: f.resultValues[0])
         guard case let .i16(q)? = out["logits"], case let .perTensor(scale, _)? = logitsType.quant else {
@@ -59,6 +64,19 @@ public final class LanguageModel {
         }
         let v = config.vocab
         return (0..<ids.count).map { t in q[(t * v)..<((t + 1) * v)].map { Float($0) * scale } }
+    }
+
+    /// Greedy decoding on the npu graph: one static function of the final length, re-run per token.
+    func intGenerate(_ prompt: [Int], maxTokens: Int, onToken: (Int) -> Void) throws -> [Int] {
+        let L = prompt.count + maxTokens - 1
+        var ids = prompt, generated: [Int] = []
+        repeat {
+            let next = argmax(try intLogits(ids, length: L).last!)
+            generated.append(next)
+            ids.append(next)
+            onToken(next)
+        } while generated.count < maxTokens && !isStopToken(generated.last!)
+        return generated
     }
 
     /// f32 data onto a quantized i16 parameter's grid (round to nearest, saturate).
@@ -104,6 +122,7 @@ public final class LanguageModel {
     public func generate(_ prompt: [Int], maxTokens: Int, onToken: (Int) -> Void = { _ in }) throws -> [Int] {
         guard !prompt.isEmpty else { throw RuntimeError.badRequest("the prompt has no tokens") }
         guard maxTokens > 0 else { return [] }
+        if precision == .int { return try intGenerate(prompt, maxTokens: maxTokens, onToken: onToken) }
         let c = config
         let P = prompt.count
         let capacity = P + maxTokens - 1

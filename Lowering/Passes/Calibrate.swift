@@ -16,7 +16,7 @@ public struct CalibratePass: Pass {
     public var table: CalibrationTable?
     public var rule: ClipRule
 
-    public init(inputs: [String: [[String: TensorData]]] = [:], table: CalibrationTable? = nil, rule: ClipRule = .percentile) {
+    public init(inputs: [String: [[String: TensorData]]] = [:], table: CalibrationTable? = nil, rule: ClipRule = .max) {
         self.inputs = inputs; self.table = table; self.rule = rule
     }
 
@@ -123,10 +123,14 @@ public struct RangeStats: Equatable, Sendable {
 }
 
 /// How a value's range is chosen from its statistics.
+///
+/// Measured on SmolLM2-135M (zobench fidelity, 16 fixture prompts): MobiEdit's percentile rule gives
+/// mean KL(fp32 ‖ int) ≈ 12 (top-1 0/16): it clips the residual stream's massive activations,
+/// which the model depends on. `max` gives ≈ 0.009. With 16-bit activations there is no need to clip.
 public enum ClipRule: String, Sendable, CaseIterable {
     /// MobiEdit's rule: where the maximum exceeds 4× the 99th percentile, clip to the 99th percentile.
     case percentile
-    /// Never clip: the range is the observed maximum (int16 has the headroom for outliers).
+    /// Never clip: the range is the observed maximum (the default).
     case max
 
     public func range(_ s: RangeStats) -> Double {

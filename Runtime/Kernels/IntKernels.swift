@@ -107,15 +107,35 @@ enum IntKernels {
         return narrow(Broadcast.apply(a, ashape, b, bshape, out: out.shape, f), to: out.dtype)
     }
 
-    /// y = saturate(round(x · m / 2^s)) per tensor or per index of the last axis.
-    static func rescale(_ x: [Int64], lastDim: Int, multipliers: [Int], shifts: [Int], out: DType) -> TensorData {
-        var y = [Int64](repeating: 0, count: x.count)
-        let perChannel = multipliers.count > 1
-        for i in 0..<x.count {
-            let c = perChannel ? i % lastDim : 0
-            y[i] = roundShift(Int128(x[i]) * Int128(multipliers[c]), shifts[c])
+    /// y = saturate(round(x · m / 2^s)) per tensor or per index of the last axis, written straight
+    /// into the output type (no wide temporary).
+    static func rescale(_ d: TensorData, lastDim: Int, multipliers: [Int], shifts: [Int], out: DType) -> TensorData {
+        switch d {
+        case let .i8(a): return rescale(a, lastDim: lastDim, multipliers: multipliers, shifts: shifts, out: out)
+        case let .i16(a): return rescale(a, lastDim: lastDim, multipliers: multipliers, shifts: shifts, out: out)
+        case let .i32(a): return rescale(a, lastDim: lastDim, multipliers: multipliers, shifts: shifts, out: out)
+        case let .i64(a): return rescale(a, lastDim: lastDim, multipliers: multipliers, shifts: shifts, out: out)
+        case .f32: return rescale(widen(d), lastDim: lastDim, multipliers: multipliers, shifts: shifts, out: out)
         }
-        return narrow(y, to: out)
+    }
+
+    static func rescale<I: BinaryInteger>(_ x: [I], lastDim: Int, multipliers: [Int], shifts: [Int], out: DType) -> TensorData {
+        let perChannel = multipliers.count > 1
+        func make<T: FixedWidthInteger>(_: T.Type) -> [T] {
+            [T](unsafeUninitializedCapacity: x.count) { buf, n in
+                for i in 0..<x.count {
+                    let c = perChannel ? i % lastDim : 0
+                    buf[i] = T(clamping: roundShift(Int128(x[i]) * Int128(multipliers[c]), shifts[c]))
+                }
+                n = x.count
+            }
+        }
+        switch out {
+        case .i8: return .i8(make(Int8.self))
+        case .i16: return .i16(make(Int16.self))
+        case .i32: return .i32(make(Int32.self))
+        default: return .i64(make(Int64.self))
+        }
     }
 
     /// round(v / 2^s) with ties toward +∞, saturated to Int64.

@@ -287,6 +287,20 @@ public final class GGUFFile: @unchecked Sendable {
         return UnsafeRawBufferPointer(rebasing: file.bytes[start..<(start + info.byteCount)])
     }
 
+    /// Dequantizes row `row` of a 2-D tensor (dims[0] elements) to float32, touching only that row's bytes.
+    public func dequantizeRow(_ info: GGUFTensorInfo, _ row: Int) throws -> [Float] {
+        guard info.type.canDequantize else { throw ModelIOError.unsupportedTensorType(path: path, tensor: info.name, type: info.type.rawValue) }
+        let width = info.dims[0], rows = info.elementCount / width
+        guard row >= 0 && row < rows else { throw ModelIOError.invalid(path: path, offset: dataOffset + info.offset, field: "tensor '\(info.name)' row", reason: "row \(row) is outside 0..<\(rows)") }
+        let rowBytes = info.type.byteCount(elements: width)
+        let all = tensorBytes(info)
+        let bytes = UnsafeRawBufferPointer(rebasing: all[(row * rowBytes)..<((row + 1) * rowBytes)])
+        return [Float](unsafeUninitializedCapacity: width) { buf, count in
+            info.type.dequantize(bytes, into: UnsafeMutableBufferPointer(rebasing: buf[0..<width]))
+            count = width
+        }
+    }
+
     /// Dequantizes a tensor to float32, row-major in ggml element order.
     public func dequantize(_ name: String) throws -> [Float] {
         guard let info = tensorInfo(name) else { throw ModelIOError.missingTensor(path: path, name: name) }

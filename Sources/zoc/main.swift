@@ -86,7 +86,7 @@ struct Lower: ParsableCommand {
 
     @Argument(help: "The model file (GGUF).") var model: String
     @Option(help: "Static sequence length of the forward function.") var seqLen: Int = 16
-    @Option(help: "Calibration clipping rule: percentile (MobiEdit's) or max.") var clip: ClipRule = .percentile
+    @Option(help: "Calibration clipping rule: percentile (MobiEdit's) or max.") var clip: ClipRule = .max
     @Flag(help: "Print the IR after every pass (to stderr).") var printAfterAll = false
     @Option(name: [.customShort("o"), .long], help: "Write the npu IR here instead of stdout.") var output: String?
 

@@ -15,7 +15,16 @@ struct Zorun: ParsableCommand {
 struct ModelOption: ParsableArguments {
     @Option(help: "The model file (GGUF). Default: $ZO_MODEL or the model fetched by scripts/fetch-model.sh.")
     var model: String = DefaultModel.path
+    @Option(help: "fp32 (the float graph) or int (the graph lowered to the npu profile; embedding lookup on the host).")
+    var precision: LanguageModel.Precision = .fp32
+    @Option(help: "With --precision int: the calibration clipping rule (max or percentile).")
+    var clip: ClipRule = .max
+
+    func load() throws -> LanguageModel { try LanguageModel(path: model, precision: precision, clipRule: clip) }
 }
+
+extension LanguageModel.Precision: ExpressibleByArgument {}
+extension ClipRule: ExpressibleByArgument {}
 
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Greedy generation with a KV cache; tokens stream to stdout.")
@@ -27,7 +36,7 @@ struct Generate: ParsableCommand {
     func validate() throws { guard n >= 1 else { throw ValidationError("-n must be at least 1") } }
 
     func run() throws {
-        let lm = try LanguageModel(path: model.model)
+        let lm = try model.load()
         let ids = lm.tokenizer.encode(chat ? lm.chatPrompt(prompt) : prompt)
         var streamer = TextStreamer(tokenizer: lm.tokenizer)
         _ = try lm.generate(ids, maxTokens: n) { id in
@@ -78,7 +87,7 @@ struct Logits: ParsableCommand {
     }
 
     func run() throws {
-        let lm = try LanguageModel(path: model.model)
+        let lm = try model.load()
         let tokens: [Int]
         if let p = prompt {
             tokens = lm.tokenizer.encode(p)

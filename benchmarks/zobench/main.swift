@@ -12,7 +12,7 @@ extension ClipRule: ExpressibleByArgument {}
 struct ZoBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "zo benchmarks (build with -c release).",
-        subcommands: [Float32Forward.self, Float32Once.self, Fidelity.self])
+        subcommands: [Float32Forward.self, Float32Once.self, Fidelity.self, Greedy.self, IntForward.self])
 }
 
 struct Float32Forward: ParsableCommand {
@@ -89,7 +89,7 @@ struct Fidelity: ParsableCommand {
         abstract: "The int path against the fixtures: KL(fp32 ‖ zo int) at the last position of the 16 prompts, top-1 agreement.")
     @Option(help: "The model (GGUF).") var model: String = DefaultModel.path
     @Option(help: "The fixtures folder.") var fixtures: String = "../shared/fixtures/smollm2"
-    @Option(help: "Calibration clipping rule: percentile or max.") var clip: ClipRule = .percentile
+    @Option(help: "Calibration clipping rule: percentile or max.") var clip: ClipRule = .max
     @Option(help: "How many of the 16 prompts.") var prompts: Int = 16
 
     struct Case: Decodable { let prompt: String; let ids: [Int] }
@@ -123,5 +123,68 @@ struct Fidelity: ParsableCommand {
         }
         print(String(format: "mean KL(fp32 ‖ zo int) = %.5f   (llama.cpp: %.5f)   top-1 agreement %d/%d", kls.reduce(0, +) / Double(kls.count),
                      llamaKLs.isEmpty ? .nan : llamaKLs.reduce(0, +) / Double(llamaKLs.count), agree, kls.count))
+    }
+}
+
+struct Greedy: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Greedy 24-token continuations of the 6 fixture prompts, compared with greedy_fp32.json.")
+    @Option(help: "The model (GGUF).") var model: String = DefaultModel.path
+    @Option(help: "The fixtures folder.") var fixtures: String = "../shared/fixtures/smollm2"
+    @Option(help: "fp32 or int.") var precision: String = "int"
+
+    struct Case: Decodable { let prompt: String; let ids: [Int]; let greedy_ids: [Int] }
+    struct Cases: Decodable { let cases: [Case] }
+
+    func run() throws {
+        let cases = try JSONDecoder().decode(Cases.self, from: Data(contentsOf: URL(fileURLWithPath: fixtures + "/greedy_fp32.json"))).cases
+        guard let p = LanguageModel.Precision(rawValue: precision) else { throw ValidationError("--precision is fp32 or int") }
+        let lm = try LanguageModel(path: model, precision: p)
+        var same = 0
+        for c in cases {
+            let t0 = monotonicSeconds()
+            let got = try lm.generate(c.ids, maxTokens: 24)
+            let equal = got == c.greedy_ids
+            if equal { same += 1 }
+            let firstDiff = zip(got, c.greedy_ids).enumerated().first { $0.element.0 != $0.element.1 }?.offset
+            print(String(format: "%@  %5.1fs  %@ → %@", equal ? "same" : "DIFF at \(firstDiff ?? min(got.count, c.greedy_ids.count))",
+                         monotonicSeconds() - t0, c.prompt.debugDescription, lm.tokenizer.decode(got).debugDescription))
+        }
+        print("greedy \(precision) equal to fp32 on \(same)/\(cases.count) prompts")
+    }
+}
+
+struct IntForward: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "int-forward",
+        abstract: "One int forward pass at batch 1 × N tokens: time (median of runs), peak RSS during the pass, memory-plan's arena.")
+    @Option(help: "The model (GGUF).") var model: String = DefaultModel.path
+    @Option(help: "Tokens.") var seqLen: Int = 16
+    @Option(help: "Timed runs.") var runs: Int = 5
+
+    func run() throws {
+        let lm = try LanguageModel(path: model, precision: .int)
+        let ids = Array(repeating: 504, count: seqLen)
+        let c = try lm.npuCompiler()
+        let m = try c.lower("npu_t\(seqLen)", ForwardShape(seqLen: seqLen))
+        _ = try lm.logits(ids)  // builds the interpreter for this shape, materializes the int weights
+        let before = ProcessStats.currentRSS() ?? 0
+        ProcessStats.resetPeakRSS()
+        let floor = ProcessStats.currentRSS() ?? 0
+        var times: [Double] = []
+        for _ in 0..<runs {
+            let t0 = monotonicSeconds()
+            _ = try lm.logits(ids)
+            times.append(monotonicSeconds() - t0)
+        }
+        let peak = ProcessStats.peakRSS() ?? 0
+        let weights = m.constants.filter { $0.type.dtype == .i8 }.reduce(0) { $0 + $1.type.byteCount }
+        if case let .int(arena)? = m.attributes["arena.npu_t\(seqLen)"] {
+            print(String(format: "memory-plan peak arena, batch 1 x %d:  %.2f MiB (%d bytes)", seqLen, Double(arena) / 1_048_576, arena))
+        }
+        print(String(format: "int8 weights:                          %.1f MiB", Double(weights) / 1_048_576))
+        print(String(format: "int forward, batch 1 x %d (median of %d): %.3f s", seqLen, runs, median(times)))
+        print(String(format: "resident before the passes:            %.1f MiB", Double(before) / 1_048_576))
+        print(String(format: "resident after releasing freed memory: %.1f MiB", Double(floor) / 1_048_576))
+        print(String(format: "peak RSS during the passes:            %.1f MiB", Double(peak) / 1_048_576))
     }
 }
