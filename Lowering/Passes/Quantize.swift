@@ -71,8 +71,9 @@ struct FunctionQuantizer {
     }
 
     /// Calibration saw a few samples; inputs beyond its maxima would saturate, so every range gets
-    /// this much headroom (one bit of the i16 grid).
-    static let headroom = 2.0
+    /// this much headroom.
+    /// Measured (zobench fidelity, 16 prompts): 1.25 → KL 0.0086, 2 → 0.0092, 4 → 0.0103.
+    static let headroom = 1.25
 
     /// The calibrated range of an old value, with headroom.
     func range(_ id: Int) throws -> Double {
@@ -207,7 +208,7 @@ struct FunctionQuantizer {
         case .fullyConnected:
             guard let w = constantSlot(x[1]) else { throw fail(id, "fully_connected weights must be a constant") }
             let n = w.type.shape[0], k = w.type.shape[1]
-            // Smoothing (SmoothQuant, α = 1/2): input channel c is divided by t_c = sqrt(a_c / max_n |w_nc|)
+            // Smoothing (SmoothQuant, α = 1/2; measured: α 0.3 → KL 0.0138, 0.5 → 0.0092, 0.7 → 0.0238): input channel c is divided by t_c = sqrt(a_c / max_n |w_nc|)
             // and weight column c multiplied by it, so a few huge input channels (massive activations)
             // neither flatten the input's i16 grid nor, fully, the weights' int8 grid.
             var t = [Double](repeating: 1, count: k)

@@ -156,14 +156,16 @@ final class VerifierTests: XCTestCase {
           %1 = constant {name = @w} : tensor<3xf32>
           %2 = constant {name = @nope} : tensor<3xf32>
           %3 = add %0, %1 : tensor<3xf32>
-          return %3
+          %4 = silu %3 : tensor<3xf32>
+          return %4
         }
         """)
         let d = Verifier.diagnose(m)
         XCTAssertEqual(d.count, 1)
         XCTAssertTrue(d[0].message.contains("undeclared constant"))
         let npu = Verifier.diagnose(m, profile: .npu).map(\.description).joined(separator: "\n")
-        XCTAssertTrue(npu.contains("op 'add' is not in the npu profile"), npu)
+        XCTAssertTrue(npu.contains("op 'silu' is not in the npu profile"), npu)
+        XCTAssertTrue(npu.contains("%3 = add: result dtype f32 is not allowed in the npu profile"), npu)
         XCTAssertTrue(npu.contains("parameter \"x\" has dtype f32"), npu)
     }
 }
