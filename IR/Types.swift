@@ -108,6 +108,17 @@ public enum TensorData: Sendable, Equatable {
         }
     }
 
+    /// Every element as Int64 (exact for the integer dtypes; f32 truncates toward zero).
+    public var int64Values: [Int64] {
+        switch self {
+        case let .i8(a): return a.map(Int64.init)
+        case let .i16(a): return a.map(Int64.init)
+        case let .i32(a): return a.map(Int64.init)
+        case let .i64(a): return a
+        case let .f32(a): return a.map { Int64($0) }
+        }
+    }
+
     public var count: Int {
         switch self {
         case let .f32(a): return a.count

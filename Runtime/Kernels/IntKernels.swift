@@ -2,16 +2,7 @@ import ZOIR
 
 /// Integer kernels of the npu profile, bit-exact to the semantics written in the op catalog.
 enum IntKernels {
-    /// Every element as Int64 (exact for all integer dtypes).
-    static func widen(_ d: TensorData) -> [Int64] {
-        switch d {
-        case let .i8(a): return a.map(Int64.init)
-        case let .i16(a): return a.map(Int64.init)
-        case let .i32(a): return a.map(Int64.init)
-        case let .i64(a): return a
-        case let .f32(a): return a.map { Int64($0) }
-        }
-    }
+    static func widen(_ d: TensorData) -> [Int64] { d.int64Values }
 
     /// Saturates each value to `dtype`'s range.
     static func narrow(_ v: [Int64], to dtype: DType) -> TensorData {

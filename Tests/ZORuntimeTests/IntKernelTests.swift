@@ -31,15 +31,7 @@ final class IntKernelTests: XCTestCase {
         return try Interpreter(module: mb.module).run("f", inputs)["y"]!
     }
 
-    func ints(_ d: TensorData) -> [Int64] {
-        switch d {
-        case let .i8(a): return a.map(Int64.init)
-        case let .i16(a): return a.map(Int64.init)
-        case let .i32(a): return a.map(Int64.init)
-        case let .i64(a): return a
-        case let .f32(a): return a.map { Int64($0) }
-        }
-    }
+    func ints(_ d: TensorData) -> [Int64] { d.int64Values }
 
     /// floor(v / 2^s + 1/2) by 128-bit floor division.
     func oracleRound(_ v: Int128, _ s: Int) -> Int128 {
