@@ -38,13 +38,25 @@ struct QValue {
 }
 
 enum QSlot {
-    case constant(name: String, data: [Float], type: TensorType)
+    /// A float constant, materialized only if a rule needs its values.
+    case constant(name: String, source: ConstantSource, type: TensorType)
     case value(QValue)
 }
 
-/// int8 weights and their row scales by constant name.
+/// A float constant's values (dequantizing a lazy GGUF-backed one now).
+func floats(_ source: ConstantSource) throws -> [Float] {
+    let d: TensorData
+    switch source {
+    case let .data(x): d = x
+    case let .lazy(make): d = try make()
+    }
+    guard case let .f32(a) = d else { return d.int64Values.map(Float.init) }
+    return a
+}
+
+/// int8 weights, their row scales and the smoothing factors they were made with, by constant name.
 public final class WeightCache {
-    var entries: [String: (q: [Int8], scales: [Double], type: TensorType)] = [:]
+    var entries: [String: (q: [Int8], scales: [Double], type: TensorType, smoothing: [Double])] = [:]
     public init() {}
 }
 
@@ -132,8 +144,9 @@ struct FunctionQuantizer {
     mutating func operand(_ id: Int) throws -> QValue {
         switch slots[id]! {
         case let .value(v): return v
-        case let .constant(name, data, type):
+        case let .constant(name, source, type):
             if let v = materialized[name] { return v }
+            let data = try floats(source)
             let mx = data.lazy.filter(\.isFinite).map { abs(Double($0)) }.max() ?? 0
             let scale = mx > 0 ? pow(2, ceil(log2(mx))) / 32768 : 1
             let q = data.map { Int16(clamping: $0.isNaN ? 0 : Int64(max(-1e15, min(1e15, (Double($0) / scale).rounded())))) }
@@ -147,7 +160,7 @@ struct FunctionQuantizer {
 
     mutating func i16Operand(_ id: Int) throws -> QValue { try narrow(try operand(id), rangeOf: id) }
 
-    func constantSlot(_ id: Int) -> (name: String, data: [Float], type: TensorType)? {
+    func constantSlot(_ id: Int) -> (name: String, source: ConstantSource, type: TensorType)? {
         if case let .constant(n, d, t)? = slots[id] { return (n, d, t) }
         return nil
     }
@@ -195,15 +208,10 @@ struct FunctionQuantizer {
         case .constant:
             guard case let .symbol(name)? = op.attributes["name"] else { throw fail(id, "constant without a name") }
             guard let src = module.constantData[name] else { throw fail(id, "constant @\(name) has no data to quantize") }
-            let d: TensorData
-            switch src {
-            case let .data(v): d = v
-            case let .lazy(make): d = try make()
+            guard op.type.dtype == .f32 else {
+                return .value(QValue(value: try b.constant(name), scale: 1, bits: op.type.dtype.byteSize * 8 - 1))
             }
-            guard case let .f32(a) = d else {
-                return .value(QValue(value: try b.constant(name), scale: 1, bits: d.dtype.byteSize * 8 - 1))
-            }
-            return .constant(name: name, data: a, type: op.type)
+            return .constant(name: name, source: src, type: op.type)
 
         case .fullyConnected:
             guard let w = constantSlot(x[1]) else { throw fail(id, "fully_connected weights must be a constant") }
@@ -211,26 +219,23 @@ struct FunctionQuantizer {
             // Smoothing (SmoothQuant, α = 1/2; measured: α 0.3 → KL 0.0138, 0.5 → 0.0092, 0.7 → 0.0238): input channel c is divided by t_c = sqrt(a_c / max_n |w_nc|)
             // and weight column c multiplied by it, so a few huge input channels (massive activations)
             // neither flatten the input's i16 grid nor, fully, the weights' int8 grid.
-            var t = [Double](repeating: 1, count: k)
+            var a: [Float]?
+            if case let .symbol(cr)? = op.attributes["channel_range"], case let .data(.f32(v))? = module.constantData[cr], v.count == k { a = v }
+            let (qname, scales, t) = try int8Weights(w, channelRange: a)
             var xq: QValue
-            if case let .symbol(cr)? = op.attributes["channel_range"], case let .data(.f32(a))? = module.constantData[cr], a.count == k {
-                for c in 0..<k {
-                    var wm = 0.0
-                    for r in 0..<n { wm = max(wm, abs(Double(w.data[r * k + c]))) }
-                    if a[c] > 0 && wm > 0 { t[c] = (Double(a[c]) / wm).squareRoot() }
-                }
+            if let a = a {
                 let v = try operand(x[0])
                 let s = Self.i16Scale(((0..<k).map { Double(a[$0]) / t[$0] }.max() ?? 1) * Self.headroom)
                 xq = try rescale(v, to: s, out: .i16, perChannel: t.map { v.scale / (s * $0) })
             } else {
                 xq = try i16Operand(x[0])
             }
-            let (qname, scales) = try int8Weights(w, columnFactors: t)
             var operands = [xq.value, try b.constant(qname)]
             if x.count == 3 {
                 guard let bias = constantSlot(x[2]) else { throw fail(id, "fully_connected bias must be a constant") }
                 let bname = "\(bias.name).i64.\(function.name).\(id)"
-                out.declareConstant(bname, TensorType(.i64, [n]), .data(.i64((0..<n).map { Int64((Double(bias.data[$0]) / (xq.scale * scales[$0])).rounded()) })))
+                let bd = try floats(bias.source)
+                out.declareConstant(bname, TensorType(.i64, [n]), .data(.i64((0..<n).map { Int64((Double(bd[$0]) / (xq.scale * scales[$0])).rounded()) })))
                 operands.append(try b.constant(bname))
             }
             let acc = QValue(value: try b.emit(.fullyConnected, operands), scale: xq.scale, bits: 15 + 7 + Self.bitsFor(k) + 1)
@@ -275,7 +280,7 @@ struct FunctionQuantizer {
                     // y = v · c[channel]: a per-channel rescale onto a grid 2^8 finer than i16.
                     let v = try operand(x[vi])
                     let s = Self.i16Scale(try range(id)) / 256
-                    var r = try rescale(v, to: s, out: .i32, perChannel: c.data.map { v.scale * Double($0) / s })
+                    var r = try rescale(v, to: s, out: .i32, perChannel: try floats(c.source).map { v.scale * Double($0) / s })
                     r.bits = 24
                     return .value(r)
                 }
@@ -360,23 +365,32 @@ struct FunctionQuantizer {
         }
     }
 
-    /// The weights with column c multiplied by columnFactors[c], as i8 per output channel; each row's
-    /// scale minimises the squared rounding error (clip ratios 0.70...1.00 searched). Returns the
-    /// constant's name and the row scales.
-    mutating func int8Weights(_ w: (name: String, data: [Float], type: TensorType), columnFactors t: [Double]) throws -> (String, [Double]) {
+    /// The weights as i8 per output channel, with the smoothing factors t of their input channels
+    /// (t_c = sqrt(a_c / max_n |w_nc|) from the input's channel ranges a; all 1 without them) multiplied
+    /// into the columns. Each row's scale minimises the squared rounding error (clip ratios 0.70...1.00).
+    /// Returns the constant's name, the row scales and t. Reads the float weights only on a cache miss.
+    mutating func int8Weights(_ w: (name: String, source: ConstantSource, type: TensorType), channelRange a: [Float]?) throws -> (String, [Double], [Double]) {
         let n = w.type.shape[0], k = w.type.shape[1]
         let qname = w.name + ".i8", sname = w.name + ".i8.scales"
-        if case let .data(.f32(s))? = out.module.constantData[sname], out.module.constant(qname) != nil { return (qname, s.map(Double.init)) }
         if let e = cache?.entries[qname] {
             out.declareConstant(sname, .f32([n]), .data(.f32(e.scales.map(Float.init))))
             out.declareConstant(qname, e.type, .data(.i8(e.q)))
-            return (qname, e.scales)
+            return (qname, e.scales, e.smoothing)
+        }
+        let data = try floats(w.source)
+        var t = [Double](repeating: 1, count: k)
+        if let a = a {
+            for c in 0..<k {
+                var wm = 0.0
+                for r in 0..<n { wm = max(wm, abs(Double(data[r * k + c]))) }
+                if a[c] > 0 && wm > 0 { t[c] = (Double(a[c]) / wm).squareRoot() }
+            }
         }
         var q = [Int8](repeating: 0, count: n * k)
         var scales = [Double](repeating: 1, count: n)
         var row = [Double](repeating: 0, count: k)
         for r in 0..<n {
-            for c in 0..<k { row[c] = Double(w.data[r * k + c]) * t[c] }
+            for c in 0..<k { row[c] = Double(data[r * k + c]) * t[c] }
             let mx = row.map(abs).max() ?? 0
             guard mx > 0 else { continue }
             var best = mx / 127, bestErr = Double.infinity
@@ -392,16 +406,16 @@ struct FunctionQuantizer {
         let type = TensorType(.i8, [n, k], quant: .perChannel(axis: 0, scales: sname))
         out.declareConstant(sname, .f32([n]), .data(.f32(scales.map(Float.init))))
         out.declareConstant(qname, type, .data(.i8(q)))
-        cache?.entries[qname] = (q, scales, type)
-        return (qname, scales)
+        cache?.entries[qname] = (q, scales, type, t)
+        return (qname, scales, t)
     }
 
     func normalizedAxis(_ a: Int, _ rank: Int) -> Int { a < 0 ? a + rank : a }
 
     /// v ± c with c quantized at v's scale as i64 (−∞ saturates far below any real value).
-    mutating func addConstant(_ kind: OpKind, _ v: QValue, _ c: (name: String, data: [Float], type: TensorType), id: Int) throws -> QValue {
+    mutating func addConstant(_ kind: OpKind, _ v: QValue, _ c: (name: String, source: ConstantSource, type: TensorType), id: Int) throws -> QValue {
         let limit = Double(1 << 52)
-        let q = c.data.map { x -> Int64 in
+        let q = try floats(c.source).map { x -> Int64 in
             let r = Double(x) / v.scale
             return Int64(r.isNaN ? 0 : max(-limit, min(limit, r.rounded())))
         }
