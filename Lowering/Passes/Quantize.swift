@@ -69,11 +69,16 @@ struct FunctionQuantizer {
     var slots: [Int: QSlot] = [:]
     var materialized: [String: QValue] = [:]
     var tables = 0
+    /// Old values used only as function results (the logits): produced directly on their i16 grid.
+    let resultsOnly: Set<Int>
 
     static let i16Max = 32767.0
 
     init(module: Module, function: Function, out: ModuleBuilder, cache: WeightCache?) {
         self.module = module; self.function = function; self.out = out; self.cache = cache
+        var used = Set<Int>()
+        for op in function.ops { used.formUnion(op.operands) }
+        resultsOnly = Set(function.resultValues).subtracting(used)
         b = FunctionBuilder(function.name, in: out)
     }
 
@@ -239,6 +244,10 @@ struct FunctionQuantizer {
                 operands.append(try b.constant(bname))
             }
             let acc = QValue(value: try b.emit(.fullyConnected, operands), scale: xq.scale, bits: 15 + 7 + Self.bitsFor(k) + 1)
+            if resultsOnly.contains(id) {
+                let s = Self.i16Scale(try range(id))
+                return .value(try rescale(acc, to: s, out: .i16, perChannel: scales.map { xq.scale * $0 / s }))
+            }
             // Onto one per-tensor grid 2^8 finer than i16: outputs with a few huge channels (the MLP's
             // massive activations) keep their small channels' precision on the way into the residual.
             let s = Self.i16Scale(try range(id)) / 256
