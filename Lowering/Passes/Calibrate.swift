@@ -105,8 +105,8 @@ public struct RangeStats: Equatable, Sendable {
 
     mutating func add(_ a: [Float]) {
         var finite = a.lazy.filter { $0.isFinite }.map { abs(Double($0)) }.makeIterator()
-        // A strided sample of at most 8192 elements gives the percentile; the max is exact.
-        let stride = Swift.max(1, a.count / 8192)
+        // A strided sample of at most 1024 elements gives the percentile; the max is exact.
+        let stride = Swift.max(1, a.count / 1024)
         var sample: [Double] = []
         var i = 0, m = 0.0
         while let v = finite.next() {

@@ -397,20 +397,21 @@ struct FunctionQuantizer {
         }
         var q = [Int8](repeating: 0, count: n * k)
         var scales = [Double](repeating: 1, count: n)
-        var row = [Double](repeating: 0, count: k)
+        var row = [Float](repeating: 0, count: k)
+        let tf = t.map(Float.init)
         for r in 0..<n {
-            for c in 0..<k { row[c] = Double(data[r * k + c]) * t[c] }
+            for c in 0..<k { row[c] = data[r * k + c] * tf[c] }
             let mx = row.map(abs).max() ?? 0
             guard mx > 0 else { continue }
-            var best = mx / 127, bestErr = Double.infinity
+            var best = mx / 127, bestErr = Float.infinity
             for step in 0...15 {
-                let sc = mx * (1 - Double(step) * 0.02) / 127
-                var err = 0.0
-                for v in row { let d = v - max(-127, min(127, (v / sc).rounded())) * sc; err += d * d }
+                let sc = mx * (1 - Float(step) * 0.02) / 127, inv = 1 / sc
+                var err: Float = 0
+                for v in row { let d = v - max(-127, min(127, (v * inv).rounded())) * sc; err += d * d }
                 if err < bestErr { bestErr = err; best = sc }
             }
-            scales[r] = Double(Float(best))
-            for c in 0..<k { q[r * k + c] = Int8(max(-127, min(127, (row[c] / scales[r]).rounded()))) }
+            scales[r] = Double(best)
+            for c in 0..<k { q[r * k + c] = Int8(max(-127, min(127, (row[c] / best).rounded()))) }
         }
         let type = TensorType(.i8, [n, k], quant: .perChannel(axis: 0, scales: sname))
         out.declareConstant(sname, .f32([n]), .data(.f32(scales.map(Float.init))))
