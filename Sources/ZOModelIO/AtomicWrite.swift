@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Writes `data` to `path` through a temporary file in the same folder and a rename, so a
 /// crash never leaves a half-written output. Refuses to overwrite any of `inputs`.
@@ -11,13 +14,14 @@ public func writeAtomically(_ data: Data, to path: String, inputs: [String] = []
     let tmp = dir.appendingPathComponent(".\(target.lastPathComponent).tmp-\(getpid())")
     do {
         try data.write(to: tmp)
-        if FileManager.default.fileExists(atPath: target.path) {
-            _ = try FileManager.default.replaceItemAt(target, withItemAt: tmp)
-        } else {
-            try FileManager.default.moveItem(at: tmp, to: target)
-        }
     } catch {
         try? FileManager.default.removeItem(at: tmp)
         throw ModelIOError.io(path: path, reason: "cannot write: \(error.localizedDescription)")
+    }
+    // rename(2) replaces an existing file atomically: readers see the old file or the new one, never a part.
+    guard rename(tmp.path, target.path) == 0 else {
+        let reason = String(cString: strerror(errno))
+        try? FileManager.default.removeItem(at: tmp)
+        throw ModelIOError.io(path: path, reason: "cannot write: \(reason)")
     }
 }

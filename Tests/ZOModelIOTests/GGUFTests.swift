@@ -127,6 +127,15 @@ final class GGUFTests: XCTestCase {
         XCTAssertThrowsError(try GGUFFile(path: NSTemporaryDirectory())) { e in XCTAssertTrue("\(e)".contains("directory")) }
     }
 
+    func testAtomicWriteReplacesAnExistingOutput() throws {
+        let p = scratch.appendingPathComponent("out.txt").path
+        try writeAtomically(Data("first".utf8), to: p)
+        try writeAtomically(Data("second".utf8), to: p)
+        XCTAssertEqual(try String(contentsOfFile: p, encoding: .utf8), "second")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: scratch.path), ["out.txt"], "no temporary file left behind")
+        XCTAssertThrowsError(try writeAtomically(Data(), to: "/nonexistent-dir/x")) { e in XCTAssertTrue("\(e)".contains("cannot write")) }
+    }
+
     func testWriterRefusesToOverwriteItsInput() throws {
         let p = try write(sampleFile().0)
         let before = try Data(contentsOf: URL(fileURLWithPath: p))
