@@ -35,7 +35,8 @@ public final class LlamaImporter {
     static func moduleName(_ g: GGUFFile) -> String {
         let base = (try? g.string("general.basename")) ?? (try? g.string("general.name")) ?? "model"
         let size = (try? g.string("general.size_label")).map { "-" + $0 } ?? ""
-        return (base + size).lowercased().map { IRPrinterName.isSafe($0) ? $0 : "_" }.map(String.init).joined()
+        // A symbol-safe module name: other characters become "_".
+        return (base + size).lowercased().map { isSymbolCharacter($0) ? $0 : "_" }.map(String.init).joined()
     }
 
     public static func configAttributes(_ c: ModelConfig) -> [String: Attribute] {
@@ -187,6 +188,4 @@ public final class LlamaImporter {
     }
 }
 
-enum IRPrinterName {
-    static func isSafe(_ c: Character) -> Bool { c.isLetter && c.isASCII || c.isNumber && c.isASCII || c == "_" || c == "-" || c == "." }
-}
+func isSymbolCharacter(_ c: Character) -> Bool { c.isASCII && (c.isLetter || c.isNumber) || c == "_" || c == "-" || c == "." }
