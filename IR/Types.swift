@@ -97,11 +97,13 @@ public enum TensorData: Sendable, Equatable {
     case i16([Int16])
     case i32([Int32])
     case i64([Int64])
+    /// i8 data used in place from memory the tensor does not own (a mapped artifact's weights).
+    case i8View(Int8View)
 
     public var dtype: DType {
         switch self {
         case .f32: return .f32
-        case .i8: return .i8
+        case .i8, .i8View: return .i8
         case .i16: return .i16
         case .i32: return .i32
         case .i64: return .i64
@@ -112,6 +114,7 @@ public enum TensorData: Sendable, Equatable {
     public var int64Values: [Int64] {
         switch self {
         case let .i8(a): return a.map(Int64.init)
+        case let .i8View(v): return v.buffer.map(Int64.init)
         case let .i16(a): return a.map(Int64.init)
         case let .i32(a): return a.map(Int64.init)
         case let .i64(a): return a
@@ -123,9 +126,38 @@ public enum TensorData: Sendable, Equatable {
         switch self {
         case let .f32(a): return a.count
         case let .i8(a): return a.count
+        case let .i8View(v): return v.count
         case let .i16(a): return a.count
         case let .i32(a): return a.count
         case let .i64(a): return a.count
         }
     }
+}
+
+extension TensorData {
+    /// The same data with views copied into owned arrays (for the few kernels that want arrays).
+    public var owned: TensorData {
+        if case let .i8View(v) = self { return .i8(Array(v.buffer)) }
+        return self
+    }
+
+    /// i8 elements in place, without copying a view.
+    public func withInt8s<R>(_ body: (UnsafeBufferPointer<Int8>) throws -> R) rethrows -> R? {
+        switch self {
+        case let .i8(a): return try a.withUnsafeBufferPointer(body)
+        case let .i8View(v): return try body(v.buffer)
+        default: return nil
+        }
+    }
+}
+
+/// i8 elements in memory kept alive by `owner` (e.g. a memory-mapped file).
+public struct Int8View: @unchecked Sendable, Equatable {
+    public let buffer: UnsafeBufferPointer<Int8>
+    public let owner: AnyObject
+    public var count: Int { buffer.count }
+
+    public init(_ buffer: UnsafeBufferPointer<Int8>, owner: AnyObject) { self.buffer = buffer; self.owner = owner }
+
+    public static func == (a: Int8View, b: Int8View) -> Bool { a.buffer.elementsEqual(b.buffer) }
 }

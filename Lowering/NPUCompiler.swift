@@ -31,7 +31,7 @@ public final class NPUCompiler {
         m = try CalibratePass(inputs: [name: inputs], rule: rule).run(m)
         calibration.record(m, m.function(name)!)
         // The host may feed any row of the table: its range is the whole table's, not the samples'.
-        calibration.byKey["param:embeddings"] = try embed.maxAbs()
+        calibration.byKey["param:embeddings"] = embed.maxAbs()
     }
 
     /// A module holding only function `name` of the importer's module.
@@ -46,42 +46,5 @@ public final class NPUCompiler {
         if importer.module.function(name) == nil { try importer.addForward(name, shape) }
         let pm = PassManager.standardPipeline(calibration: CalibratePass(table: calibration, rule: rule), weights: weights)
         return try pm.run(single(name), afterEach: afterEach)
-    }
-}
-
-/// Host-side embedding lookup: rows of `token_embd.weight` dequantized from the mapped GGUF on
-/// demand, so the table is never held as f32.
-public struct EmbeddingTable {
-    public let rows: Int
-    public let width: Int
-    let gguf: GGUFFile
-    let info: GGUFTensorInfo
-
-    public init(gguf: GGUFFile) throws {
-        guard let i = gguf.tensorInfo("token_embd.weight"), i.dims.count == 2 else {
-            throw ModelIOError.missingTensor(path: gguf.path, name: "token_embd.weight")
-        }
-        self.gguf = gguf
-        info = i
-        width = i.dims[0]
-        rows = i.dims[1]
-    }
-
-    /// max |x| over the whole table (reads every row once).
-    public func maxAbs() throws -> Double {
-        var m: Float = 0
-        for r in 0..<rows { for v in try gguf.dequantizeRow(info, r) { m = max(m, abs(v)) } }
-        return Double(m)
-    }
-
-    /// [1, T, D] embeddings of `ids`.
-    public func lookup(_ ids: [Int]) throws -> TensorData {
-        var out = [Float]()
-        out.reserveCapacity(ids.count * width)
-        for id in ids {
-            guard id >= 0 && id < rows else { throw RuntimeError.badRequest("token id \(id) is outside the vocabulary (0..<\(rows))") }
-            out.append(contentsOf: try gguf.dequantizeRow(info, id))
-        }
-        return .f32(out)
     }
 }

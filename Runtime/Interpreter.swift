@@ -116,7 +116,8 @@ public final class Interpreter {
             }
             let k = t[1].shape[1], n = t[1].shape[0]
             let bias = x.count > 2 ? IntKernels.widen(x[2]) : nil
-            return .i64(IntKernels.fullyConnected(try IntKernels.int16s(x[0]), rows: t[0].elementCount / k, k: k, try IntKernels.int8s(x[1]), n: n, bias: bias))
+            let input = try IntKernels.int16s(x[0])
+            return .i64(try IntKernels.withInt8s(x[1]) { IntKernels.fullyConnected(input, rows: t[0].elementCount / k, k: k, $0, n: n, bias: bias) })
         case .matmul:
             let tb = at.bool("transpose_b", default: false)
             if isFloat { return .f32(FloatKernels.matmul(try f32(x[0]), t[0], try f32(x[1]), t[1], transposeB: tb, out: op.type, pool: &pool)) }

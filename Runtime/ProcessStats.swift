@@ -16,6 +16,11 @@ public enum ProcessStats {
         try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
     }
 
+    /// Resident anonymous memory (RssAnon): the heap, not pages mapped from files.
+    public static func anonymousRSS() -> Int? { field("RssAnon") }
+    /// Resident pages mapped from files (RssFile).
+    public static func fileRSS() -> Int? { field("RssFile") }
+
     /// Current resident set size (VmRSS) in bytes.
     public static func currentRSS() -> Int? { field("VmRSS") }
 

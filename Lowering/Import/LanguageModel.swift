@@ -5,7 +5,7 @@ import ZORuntime
 
 /// A Llama-family model run by the reference interpreter: builds the forward functions each
 /// shape needs (once), does the embedding lookup on the host, and keeps the KV cache for decoding.
-public final class LanguageModel {
+public final class LanguageModel: CausalLM {
     /// fp32: the float graph. int: the graph lowered to the npu profile (embedding lookup on the host).
     public enum Precision: String, CaseIterable, Sendable { case fp32, int }
 
@@ -17,7 +17,7 @@ public final class LanguageModel {
     private var interpreter: Interpreter?
     private var built = Set<String>()
     private var compiler: NPUCompiler?
-    private var intInterpreters: [String: Interpreter] = [:]
+    private var npuForwards: [String: NPUForward] = [:]
     private lazy var embeddings = try? EmbeddingTable(gguf: gguf)
 
     /// How calibration chooses ranges for the int path.
@@ -40,51 +40,19 @@ public final class LanguageModel {
         return c
     }
 
-    /// Logits of every position of `ids` from the npu graph of static length `length` (≥ ids.count):
-    /// the tokens are right-padded, which the causal mask keeps from reaching earlier positions.
-    func intLogits(_ ids: [Int], length: Int? = nil) throws -> [[Float]] {
-        let L = length ?? ids.count
-        let name = "npu_t\(L)"
-        let interp: Interpreter
-        if let i = intInterpreters[name] {
-            interp = i
-        } else {
-            interp = try Interpreter(module: npuCompiler().lower(name, ForwardShape(seqLen: L)), constantsFrom: intInterpreters.values.first)
-            intInterpreters[name] = interp
-            // The int graph holds its own weights now: the float model's pages need not stay resident.
-            gguf.file.releasePages()
-        }
-        let f = interp.module.function(name)!
-        let padded = ids + Array(repeating: tokenizer.eosID ?? 0, count: L - ids.count)
-        let input = try quantizeInput(try embed(padded), f.params[0].type)
-        let out = try interp.run(name, [f.params[0].name: input])
-        let logitsType = f.type(of: f.resultValues[0])
-        guard case let .i16(q)? = out["logits"], case let .perTensor(scale, _)? = logitsType.quant else {
-            throw RuntimeError.badRequest("the npu graph's logits are not quantized i16")
-        }
-        let v = config.vocab
-        return (0..<ids.count).map { t in q[(t * v)..<((t + 1) * v)].map { Float($0) * scale } }
-    }
-
-    /// Greedy decoding on the npu graph: one static function of the final length, re-run per token.
-    func intGenerate(_ prompt: [Int], maxTokens: Int, onToken: (Int) -> Void) throws -> [Int] {
-        let L = prompt.count + maxTokens - 1
-        var ids = prompt, generated: [Int] = []
-        repeat {
-            let next = argmax(try intLogits(ids, length: L).last!)
-            generated.append(next)
-            ids.append(next)
-            onToken(next)
-        } while generated.count < maxTokens && !isStopToken(generated.last!)
-        return generated
-    }
-
-    /// f32 data onto a quantized i16 parameter's grid (round to nearest, saturate).
-    func quantizeInput(_ d: TensorData, _ t: TensorType) throws -> TensorData {
-        guard case let .f32(a) = d, case let .perTensor(scale, _)? = t.quant, t.dtype == .i16 else {
-            throw RuntimeError.badRequest("expected an f32 input for a quantized i16 parameter, got \(t)")
-        }
-        return .i16(a.map { Int16(clamping: Int(($0 / scale).rounded())) })
+    /// The npu forward of static length `length`, lowered on first request (its interpreter shares
+    /// the int8 weights of the others).
+    func npuForward(length: Int) throws -> NPUForward {
+        let name = "npu_t\(length)"
+        if let f = npuForwards[name] { return f }
+        guard let table = embeddings else { throw RuntimeError.missingConstantData("token_embd.weight") }
+        let interp = try Interpreter(module: npuCompiler().lower(name, ForwardShape(seqLen: length)),
+                                     constantsFrom: npuForwards.values.first?.interpreter)
+        let f = try NPUForward(interpreter: interp, function: name, embeddings: table, padID: tokenizer.eosID ?? 0)
+        npuForwards[name] = f
+        // The int graph holds its own weights now: the float model's pages need not stay resident.
+        gguf.file.releasePages()
+        return f
     }
 
     /// The interpreter for a module that has `name` (built with `shape` on first request).
@@ -108,7 +76,7 @@ public final class LanguageModel {
     /// Logits for every position of `ids`: [T][V].
     public func logits(_ ids: [Int]) throws -> [[Float]] {
         guard !ids.isEmpty else { throw RuntimeError.badRequest("no tokens to run") }
-        if precision == .int { return try intLogits(ids) }
+        if precision == .int { return try npuForward(length: ids.count).logits(ids) }
         let name = forwardName(seqLen: ids.count)
         let interp = try function(name, ForwardShape(seqLen: ids.count))
         let out = try interp.run(name, ["embeddings": embed(ids)])
@@ -122,9 +90,11 @@ public final class LanguageModel {
     public func generate(_ prompt: [Int], maxTokens: Int, onToken: (Int) -> Void = { _ in }) throws -> [Int] {
         guard !prompt.isEmpty else { throw RuntimeError.badRequest("the prompt has no tokens") }
         guard maxTokens > 0 else { return [] }
-        if precision == .int { return try intGenerate(prompt, maxTokens: maxTokens, onToken: onToken) }
-        let c = config
         let P = prompt.count
+        if precision == .int {
+            return try npuForward(length: P + maxTokens - 1).generate(prompt, maxTokens: maxTokens, isStop: isStopToken, onToken: onToken)
+        }
+        let c = config
         let capacity = P + maxTokens - 1
         guard capacity <= c.contextLength else {
             throw RuntimeError.badRequest("prompt (\(P)) + tokens (\(maxTokens)) exceed the context length \(c.contextLength)")
@@ -170,29 +140,13 @@ public final class LanguageModel {
         return generated
     }
 
-    /// EOS or the end of a chat turn.
-    public func isStopToken(_ id: Int) -> Bool { id == tokenizer.eosID || id == tokenizer.imEnd }
-
     func lastLogits(_ out: [String: TensorData], positions: Int) -> ArraySlice<Float> {
         guard case let .f32(l)? = out["logits"] else { return [] }
         return l[((positions - 1) * config.vocab)..<(positions * config.vocab)]
     }
 
-    /// The prompt wrapped in the model's chat turn format (ChatML, as SmolLM2's template writes it).
-    public func chatPrompt(_ user: String) -> String {
-        var s = ""
-        if let t = try? gguf.string("tokenizer.chat_template"), t.contains("You are a helpful AI assistant named SmolLM") {
-            s += "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
-        }
-        return s + "<|im_start|>user\n\(user)<|im_end|>\n<|im_start|>assistant\n"
-    }
-}
-
-/// Index of the largest value (the first one on ties).
-public func argmax<C: Collection>(_ x: C) -> Int where C.Element == Float, C.Index == Int {
-    var best = x.startIndex
-    for i in x.indices where x[i] > x[best] { best = i }
-    return best - x.startIndex
+    /// The prompt wrapped in the model's chat turn format.
+    public func chatPrompt(_ user: String) -> String { ChatFormat.prompt(user, template: try? gguf.string("tokenizer.chat_template")) }
 }
 
 /// log Σ exp(x), computed stably in f64.

@@ -47,6 +47,9 @@ public struct PassManager {
     }
 
     /// The standard lowering of an imported float module to the npu profile.
+    /// The passes of `standardPipeline`, by name.
+    public static var standardPipelineNames: [String] { standardPipeline(calibration: CalibratePass()).passes.map(\.name) }
+
     public static func standardPipeline(calibration: CalibratePass, weights: WeightCache? = nil) -> PassManager {
         PassManager([DecomposePass(), FoldConstantsPass(), calibration, QuantizePass(cache: weights), FoldConstantsPass(), DCEPass(),
                      LegalizeNPUPass(), MemoryPlanPass()])

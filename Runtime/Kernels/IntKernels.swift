@@ -15,25 +15,27 @@ enum IntKernels {
         }
     }
 
-    static func int8s(_ d: TensorData) throws -> [Int8] {
-        guard case let .i8(a) = d else { throw KernelError("expected i8 data, got \(d.dtype.rawValue)") }
-        return a
+    /// i8 data in place (arrays and mapped views alike).
+    static func withInt8s<R>(_ d: TensorData, _ body: (UnsafeBufferPointer<Int8>) -> R) throws -> R {
+        guard let r = d.withInt8s(body) else { throw KernelError("expected i8 data, got \(d.dtype.rawValue)") }
+        return r
     }
 
     static func int16s(_ d: TensorData) throws -> [Int16] {
         switch d {
         case let .i16(a): return a
         case let .i8(a): return a.map(Int16.init)
+        case let .i8View(v): return v.buffer.map(Int16.init)
         default: throw KernelError("expected i16 data, got \(d.dtype.rawValue)")
         }
     }
 
     /// acc[r, n] = bias[n] + Σ_k x[r, k] · w[n, k], exact. Products are at most 2^22, so blocks of
     /// 256 sum exactly in Int32 before joining the Int64 total.
-    static func fullyConnected(_ x: [Int16], rows: Int, k: Int, _ w: [Int8], n: Int, bias: [Int64]?) -> [Int64] {
+    static func fullyConnected(_ x: [Int16], rows: Int, k: Int, _ wp: UnsafeBufferPointer<Int8>, n: Int, bias: [Int64]?) -> [Int64] {
         var out = [Int64](repeating: 0, count: rows * n)
         x.withUnsafeBufferPointer { xp in
-            w.withUnsafeBufferPointer { wp in
+            do {
                 out.withUnsafeMutableBufferPointer { op in
                     for r in 0..<rows {
                         let xr = xp.baseAddress! + r * k
@@ -103,6 +105,7 @@ enum IntKernels {
     static func rescale(_ d: TensorData, lastDim: Int, multipliers: [Int], shifts: [Int], out: DType) -> TensorData {
         switch d {
         case let .i8(a): return rescale(a, lastDim: lastDim, multipliers: multipliers, shifts: shifts, out: out)
+        case let .i8View(v): return rescale(Array(v.buffer), lastDim: lastDim, multipliers: multipliers, shifts: shifts, out: out)
         case let .i16(a): return rescale(a, lastDim: lastDim, multipliers: multipliers, shifts: shifts, out: out)
         case let .i32(a): return rescale(a, lastDim: lastDim, multipliers: multipliers, shifts: shifts, out: out)
         case let .i64(a): return rescale(a, lastDim: lastDim, multipliers: multipliers, shifts: shifts, out: out)

@@ -13,6 +13,7 @@ extension TensorData {
         case let .i16(a): return .i16(f(a))
         case let .i32(a): return .i32(f(a))
         case let .i64(a): return .i64(f(a))
+        case .i8View: return owned.mapElements(f)
         }
     }
 }
@@ -92,13 +93,14 @@ enum ShapeKernels {
             for o in 0..<outer { for (a, c) in zip(arrays, chunks) { out.append(contentsOf: a[(o * c)..<((o + 1) * c)]) } }
             return out
         }
-        func all<T>(_ get: (TensorData) -> [T]?) -> [[T]] { xs.map { get($0) ?? [] } }
-        switch xs[0] {
+        func all<T>(_ get: (TensorData) -> [T]?) -> [[T]] { xs.map { get($0.owned) ?? [] } }
+        switch xs[0].owned {
         case .f32: return .f32(join(all { if case let .f32(a) = $0 { a } else { nil } }))
         case .i8: return .i8(join(all { if case let .i8(a) = $0 { a } else { nil } }))
         case .i16: return .i16(join(all { if case let .i16(a) = $0 { a } else { nil } }))
         case .i32: return .i32(join(all { if case let .i32(a) = $0 { a } else { nil } }))
         case .i64: return .i64(join(all { if case let .i64(a) = $0 { a } else { nil } }))
+        case .i8View: return xs[0]  // never: `owned` has no views
         }
     }
 }

@@ -3,13 +3,14 @@ import Foundation
 import ZOIR
 import ZOLowering
 import ZOModelIO
+import ZORuntime
 
 /// zoc: the compiler. Thin: every command is a call into the libraries.
 @main
 struct Zoc: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "zo compiler: import models into the zo IR, verify and transform graphs.",
-        subcommands: [Import.self, Verify.self, Opt.self, Lower.self])
+        subcommands: [Import.self, Verify.self, Opt.self, Lower.self, Inspect.self])
 }
 
 struct Import: ParsableCommand {
@@ -82,23 +83,56 @@ struct Opt: ParsableCommand {
 
 struct Lower: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Lower a model to the npu profile (decompose, calibrate, quantize, legalize-npu, fold, dce, memory-plan).")
+        abstract: "Lower a model to the npu profile (decompose, calibrate, quantize, legalize-npu, fold, dce, memory-plan).",
+        discussion: "With -o FILE.zo the result is a .zo artifact (manifest + weight segments) that zorun runs with --artifact; otherwise npu IR text.")
 
     @Argument(help: "The model file (GGUF).") var model: String
     @Option(help: "Static sequence length of the forward function.") var seqLen: Int = 16
     @Option(help: "Calibration clipping rule: percentile (MobiEdit's) or max.") var clip: ClipRule = .max
     @Flag(help: "Print the IR after every pass (to stderr).") var printAfterAll = false
-    @Option(name: [.customShort("o"), .long], help: "Write the npu IR here instead of stdout.") var output: String?
+    @Option(name: [.customShort("o"), .long], help: "Write here instead of stdout: a .zo artifact if the name ends in .zo, else IR text.") var output: String?
+
+    func validate() throws { guard seqLen >= 1 else { throw ValidationError("--seq-len must be at least 1") } }
 
     func run() throws {
         let gguf = try GGUFFile(path: model)
-        let compiler = try NPUCompiler(importer: LlamaImporter(gguf: gguf), tokenizer: Tokenizer(gguf: gguf), rule: clip)
+        let tokenizer = try Tokenizer(gguf: gguf)
+        let importer = try LlamaImporter(gguf: gguf)
+        let compiler = try NPUCompiler(importer: importer, tokenizer: tokenizer, rule: clip)
         let m = try compiler.lower("forward", ForwardShape(seqLen: seqLen)) { pass, m in
             if printAfterAll { FileHandle.standardError.write(Data("// ----- after \(pass.name) -----\n\(IRPrinter.print(m))".utf8)) }
         }
-        try emit(IRPrinter.print(m), to: output, inputs: [model])
+        if let out = output, out.hasSuffix(".zo") {
+            let bytes = try ArtifactBuilder.build(module: m, entry: "forward", gguf: gguf, tokenizer: tokenizer, config: importer.config,
+                                                  settings: ["seq_len": .int(seqLen), "clip": .string(clip.rawValue),
+                                                             "pipeline": .string(PassManager.standardPipelineNames.joined(separator: ","))])
+            try writeAtomically(Data(bytes), to: out, inputs: [model])
+        } else {
+            try emit(IRPrinter.print(m), to: output, inputs: [model])
+        }
         if case let .int(peak)? = m.attributes["arena.forward"] {
             FileHandle.standardError.write(Data("memory-plan: peak arena \(peak) bytes (\(String(format: "%.2f", Double(peak) / 1_048_576)) MiB) for batch 1 × \(seqLen)\n".utf8))
+        }
+    }
+}
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Validate a .zo artifact and summarise it: entry functions, op histogram, bytes per dtype, peak arena, provenance.")
+
+    @Argument(help: "The artifact (.zo).") var file: String
+    @Flag(help: "Print the summary as JSON.") var json = false
+    @Flag(help: "Print the artifact's IR text instead of the summary.") var ir = false
+    @Flag(help: "Skip the segment checksums.") var noVerify = false
+
+    func run() throws {
+        let a = try Artifact(path: file, verifyChecksums: !noVerify)
+        if ir { print(IRPrinter.print(a.module), terminator: ""); return }
+        let s = ArtifactSummary(a)
+        if json {
+            let d = try JSONSerialization.data(withJSONObject: s.json, options: [.prettyPrinted, .sortedKeys])
+            print(String(decoding: d, as: UTF8.self))
+        } else {
+            print(s.text, terminator: "")
         }
     }
 }

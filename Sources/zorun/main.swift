@@ -19,8 +19,18 @@ struct ModelOption: ParsableArguments {
     var precision: LanguageModel.Precision = .fp32
     @Option(help: "With --precision int: the calibration clipping rule (max or percentile).")
     var clip: ClipRule = .max
+    @Option(help: "Run a compiled .zo artifact (zoc lower -o FILE.zo) instead of --model; always the int path.")
+    var artifact: String?
+    @Flag(help: "With --artifact: skip the segment checksums.")
+    var noVerify = false
 
-    func load() throws -> LanguageModel { try LanguageModel(path: model, precision: precision, clipRule: clip) }
+    func load() throws -> CausalLM {
+        if let a = artifact { return try ArtifactModel(path: a, verifyChecksums: !noVerify) }
+        return try LanguageModel(path: model, precision: precision, clipRule: clip)
+    }
+
+    /// The file the tokens come from, named in errors and never overwritten.
+    var source: String { artifact ?? model }
 }
 
 extension LanguageModel.Precision: ExpressibleByArgument {}
@@ -58,7 +68,7 @@ struct Tokenize: ParsableCommand {
     }
 
     func run() throws {
-        let tok = try Tokenizer(gguf: GGUFFile(path: model.model))
+        let tok = try model.artifact == nil ? Tokenizer(gguf: GGUFFile(path: model.model)) : model.load().tokenizer
         if let t = text { print(jsonArray(tok.encode(t))); return }
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: input!)) } catch { throw CLIError("\(input!): cannot read: \(error.localizedDescription)") }
@@ -108,7 +118,7 @@ struct Logits: ParsableCommand {
             }
         }
         if let path = lastLogprobs, let last = logits.last {
-            try writeAtomically(LogitSummary.logProbBytes(last), to: path, inputs: [model.model])
+            try writeAtomically(LogitSummary.logProbBytes(last), to: path, inputs: [model.source])
         }
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import ZOLowering
 import ZOModelIO
+import ZORuntime
 import ZOTestSupport
 
 /// The float reference path against Hugging Face transformers (float32) on the real model.

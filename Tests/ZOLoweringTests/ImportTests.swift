@@ -2,6 +2,7 @@ import XCTest
 import ZOIR
 import ZOLowering
 import ZOModelIO
+import ZORuntime
 import ZOTestSupport
 
 final class ImportTests: XCTestCase {

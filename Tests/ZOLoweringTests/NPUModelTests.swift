@@ -3,17 +3,20 @@ import XCTest
 import ZOIR
 import ZOLowering
 import ZOModelIO
+import ZORuntime
 import ZOTestSupport
 
 /// The real model through the npu lowering.
 final class NPUModelTests: XCTestCase {
+    /// One int model per test process: calibration and weight quantization run once.
     static var shared: LanguageModel?
-    func model() throws -> LanguageModel {
-        if let m = Self.shared { return m }
+    static func model() throws -> LanguageModel {
+        if let m = shared { return m }
         let m = try LanguageModel(path: TestPaths.requireModel(), precision: .int)
-        Self.shared = m
+        shared = m
         return m
     }
+    func model() throws -> LanguageModel { try Self.model() }
 
     func testLoweredSmolLM2IsPureNPUAndItsFloatGraphIsNot() throws {
         let lm = try model()
