@@ -12,7 +12,7 @@ extension ClipRule: ExpressibleByArgument {}
 struct ZoBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "zo benchmarks (build with -c release).",
-        subcommands: [Float32Forward.self, Float32Once.self, Fidelity.self, Greedy.self, IntForward.self])
+        subcommands: [Float32Forward.self, Float32Once.self, Fidelity.self, Greedy.self, IntForward.self, ArtifactLoad.self, ArtifactLoadOnce.self])
 }
 
 struct Float32Forward: ParsableCommand {
@@ -24,23 +24,7 @@ struct Float32Forward: ParsableCommand {
     @Option(help: "Tokens decoded per child.") var decode: Int = 32
 
     func run() throws {
-        var results: [[String: Double]] = []
-        for i in 0..<runs {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
-            p.arguments = ["float-once", "--model", model, "--forwards", "\(forwards)", "--decode", "\(decode)"]
-            let pipe = Pipe()
-            p.standardOutput = pipe
-            try p.run()
-            let data = pipe.fileHandleForReading.readDataToEndOfFile()
-            p.waitUntilExit()
-            guard p.terminationStatus == 0,
-                  let obj = try JSONSerialization.jsonObject(with: data) as? [String: Double] else {
-                throw ValidationError("run \(i + 1) failed (exit \(p.terminationStatus))")
-            }
-            results.append(obj)
-            FileHandle.standardError.write(Data("run \(i + 1)/\(runs): \(obj.keys.sorted().map { "\($0)=\(String(format: "%.3f", obj[$0]!))" }.joined(separator: " "))\n".utf8))
-        }
+        let results = try childRuns(["float-once", "--model", model, "--forwards", "\(forwards)", "--decode", "\(decode)"], runs: runs)
         func med(_ k: String) -> Double { median(results.map { $0[k] ?? .nan }) }
         print("zo float reference path, \(URL(fileURLWithPath: model).lastPathComponent), medians of \(runs) runs")
         print(String(format: "  forward, batch 1 x 16 tokens:  %8.2f ms", med("forward_ms")))
@@ -186,5 +170,73 @@ struct IntForward: ParsableCommand {
         print(String(format: "resident before the passes:            %.1f MiB", Double(before) / 1_048_576))
         print(String(format: "resident after releasing freed memory: %.1f MiB", Double(floor) / 1_048_576))
         print(String(format: "peak RSS during the passes:            %.1f MiB", Double(peak) / 1_048_576))
+    }
+}
+
+/// Runs this executable with `arguments` in `runs` fresh child processes, each printing one JSON
+/// object of figures; returns them (progress on stderr).
+func childRuns(_ arguments: [String], runs: Int) throws -> [[String: Double]] {
+    var results: [[String: Double]] = []
+    for i in 0..<runs {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
+        p.arguments = arguments
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        try p.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0, let obj = try JSONSerialization.jsonObject(with: data) as? [String: Double] else {
+            throw ValidationError("run \(i + 1) failed (exit \(p.terminationStatus))")
+        }
+        results.append(obj)
+        FileHandle.standardError.write(Data("run \(i + 1)/\(runs): \(obj.keys.sorted().map { "\($0)=\(String(format: "%.3f", obj[$0]!))" }.joined(separator: " "))\n".utf8))
+    }
+    return results
+}
+
+struct ArtifactLoad: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "artifact",
+        abstract: "Loading a .zo: time, resident memory it adds before the first run (heap vs mapped file pages), first forward (medians over fresh processes).")
+    @Argument(help: "The artifact (zoc lower MODEL -o FILE.zo).") var artifact: String
+    @Option(help: "Child processes to run.") var runs: Int = 5
+    @Flag(help: "Skip the segment checksums.") var noVerify = false
+
+    func run() throws {
+        let results = try childRuns(["artifact-once", artifact] + (noVerify ? ["--no-verify"] : []), runs: runs)
+        func med(_ k: String) -> Double { median(results.map { $0[k] ?? .nan }) }
+        print("zo artifact \(URL(fileURLWithPath: artifact).lastPathComponent)\(noVerify ? " (--no-verify)" : ""), medians of \(runs) fresh processes")
+        print(String(format: "  load + validate:                          %8.1f ms", med("load_ms")))
+        print(String(format: "  added heap (RssAnon) before the first run: %7.2f MiB", med("load_anon_mib")))
+        print(String(format: "  added mapped file pages (RssFile):        %8.2f MiB", med("load_file_mib")))
+        print(String(format: "  first forward (%2.0f tokens):                %8.1f ms", med("tokens"), med("first_forward_ms")))
+        print(String(format: "  heap after the first run:                 %8.2f MiB", med("run_anon_mib")))
+        print(String(format: "  peak RSS:                                 %8.1f MiB", med("peak_rss_mib")))
+    }
+}
+
+struct ArtifactLoadOnce: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "artifact-once", abstract: "One measurement run (prints JSON).", shouldDisplay: false)
+    @Argument var artifact: String
+    @Flag var noVerify = false
+
+    func run() throws {
+        func mib(_ b: Int?) -> Double { Double(b ?? 0) / 1_048_576 }
+        ProcessStats.resetPeakRSS()
+        let anon0 = ProcessStats.anonymousRSS(), file0 = ProcessStats.fileRSS()
+        let t0 = monotonicSeconds()
+        let model = try ArtifactModel(path: artifact, verifyChecksums: !noVerify)
+        let load = monotonicSeconds() - t0
+        let anon1 = ProcessStats.anonymousRSS(), file1 = ProcessStats.fileRSS()
+        let ids = Array(model.tokenizer.encode("The history of the city begins in the early medieval period").prefix(model.forward.length))
+        let t1 = monotonicSeconds()
+        _ = try model.logits(ids)
+        let first = monotonicSeconds() - t1
+        let r: [String: Double] = [
+            "load_ms": load * 1000, "load_anon_mib": mib(anon1) - mib(anon0), "load_file_mib": mib(file1) - mib(file0),
+            "first_forward_ms": first * 1000, "tokens": Double(ids.count), "run_anon_mib": mib(ProcessStats.anonymousRSS()) - mib(anon0),
+            "peak_rss_mib": mib(ProcessStats.peakRSS()),
+        ]
+        print(String(decoding: try JSONSerialization.data(withJSONObject: r, options: [.sortedKeys]), as: UTF8.self))
     }
 }
