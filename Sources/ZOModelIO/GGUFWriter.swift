@@ -26,7 +26,10 @@ public struct GGUFWriter {
         addTensor(name, dims: dims, type: .f32, data: d)
     }
 
-    public func serialize() -> Data {
+    public func serialize() -> Data { parts().reduce(into: Data()) { $0.append($1) } }
+
+    /// The file as pieces: the header (metadata and tensor infos), then each tensor's data and padding.
+    public func parts() -> [Data] {
         var out = Data()
         func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
         func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
@@ -62,13 +65,39 @@ public struct GGUFWriter {
             u64(UInt64(offset))
             offset = (offset + data.count + alignment - 1) / alignment * alignment
         }
-        func pad() { while out.count % alignment != 0 { out.append(0) } }
-        pad()
-        for (_, data) in tensors { out.append(data); pad() }
-        return out
+        func padding(_ n: Int) -> Data { Data(count: (alignment - n % alignment) % alignment) }
+        out.append(padding(out.count))
+        var result = [out]
+        for (_, data) in tensors { result += [data, padding(data.count)] }
+        return result
     }
 
     public func write(to path: String, inputs: [String] = []) throws {
-        try writeAtomically(serialize(), to: path, inputs: inputs)
+        try writeAtomically(parts: parts(), to: path, inputs: inputs)
+    }
+}
+
+extension GGUFFile {
+    /// A writer reproducing this file (same version, alignment, metadata and tensor order, tensor
+    /// bytes used in place from the mapping, so the writer must not outlive this file) with each tensor of `replacements` rewritten as F32
+    /// values of the same dims, in ggml element order.
+    public func rewriter(replacing replacements: [String: [Float]]) throws -> GGUFWriter {
+        var w = GGUFWriter(version: version, alignment: alignment)
+        for (k, v) in metadata { w.add(k, v) }
+        for name in replacements.keys where tensorInfo(name) == nil { throw ModelIOError.missingTensor(path: path, name: name) }
+        for t in tensors {
+            if let f = replacements[t.name] {
+                guard f.count == t.elementCount else {
+                    throw ModelIOError.invalid(path: path, offset: dataOffset + t.offset, field: "tensor '\(t.name)'",
+                                               reason: "replacement has \(f.count) values, the tensor \(t.elementCount)")
+                }
+                w.addTensor(t.name, dims: t.dims, floats: f)
+            } else {
+                let b = tensorBytes(t)
+                let data = b.isEmpty ? Data() : Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: b.baseAddress!), count: b.count, deallocator: .none)
+                w.addTensor(t.name, dims: t.dims, type: t.type, data: data)
+            }
+        }
+        return w
     }
 }
