@@ -61,7 +61,7 @@ final class ArtifactTests: XCTestCase {
         let reference = try bytes.withUnsafeBytes { try ArtifactModel(Artifact(bytes: $0, owner: self, path: "ok.zo")).logits(prompts[0]) }
         let manifestLength = bytes.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 16, as: UInt64.self))) }
         let dataStart = (32 + manifestLength + 63) / 64 * 64
-        var rng = SplitMix(seed: 42)
+        var rng = SplitMix64(seed: 42)
         var outcomes: [String: Int] = [:]
 
         /// Loads (and runs, when it loads) the bytes; records the outcome.
@@ -112,7 +112,7 @@ final class ArtifactTests: XCTestCase {
     func testCraftedManifestsNeverCrashTheLoader() throws {
         var bytes = try artifact().bytes
         let manifestLength = bytes.withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 16, as: UInt64.self))) }
-        var rng = SplitMix(seed: 7)
+        var rng = SplitMix64(seed: 7)
         var loaded = 0, refused: [String: Int] = [:]
         for _ in 0..<300 {
             let at = 32 + Int(rng.next() % UInt64(manifestLength)), old = bytes[at]
@@ -170,18 +170,5 @@ final class ArtifactTests: XCTestCase {
         var s = SHA256()
         long.withUnsafeBytes { b in for i in stride(from: 0, to: b.count, by: 777) { s.update(UnsafeRawBufferPointer(rebasing: b[i..<min(i + 777, b.count)])) } }
         XCTAssertEqual(s.finish().map { String(format: "%02x", $0) }.joined(), "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0")
-    }
-}
-
-/// A small seeded generator (SplitMix64) for reproducible corruptions.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
