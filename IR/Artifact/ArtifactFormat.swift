@@ -116,23 +116,23 @@ public enum ArtifactFormat {
 
 /// CRC-32 as zlib and PNG compute it (reflected polynomial 0xEDB88320), eight bytes per step.
 public enum CRC32 {
-    static let tables: [[UInt32]] = {
-        var t = [[UInt32]](repeating: [UInt32](repeating: 0, count: 256), count: 8)
+    /// Eight 256-entry tables, one after another: table k advances a byte k positions further.
+    static let table: [UInt32] = {
+        var t = [UInt32](repeating: 0, count: 8 * 256)
         for i in 0..<256 {
             var c = UInt32(i)
             for _ in 0..<8 { c = c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
-            t[0][i] = c
+            t[i] = c
         }
-        for i in 0..<256 { for k in 1..<8 { t[k][i] = (t[k - 1][i] >> 8) ^ t[0][Int(t[k - 1][i] & 0xFF)] } }
+        for k in 1..<8 { for i in 0..<256 { t[k * 256 + i] = (t[(k - 1) * 256 + i] >> 8) ^ t[Int(t[(k - 1) * 256 + i] & 0xFF)] } }
         return t
     }()
 
     public static func checksum(_ bytes: [UInt8]) -> UInt32 { bytes.withUnsafeBytes { checksum($0) } }
 
     public static func checksum(_ b: UnsafeRawBufferPointer) -> UInt32 {
-        let flat = tables.flatMap { $0 }
         var c: UInt32 = 0xFFFF_FFFF
-        flat.withUnsafeBufferPointer { t in
+        table.withUnsafeBufferPointer { t in
             var i = 0
             let n = b.count
             while i + 8 <= n {
