@@ -18,11 +18,13 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS"),
         .systemLibrary(name: "CProtobufC", path: "Sources/CProtobufC"),
+        // Integer matmul kernels: AVX2 chosen at run time, a portable loop otherwise.
+        .target(name: "CKernels", path: "Sources/CKernels", cSettings: [.unsafeFlags(["-O3"])]),
         // protoc-c's output for IR/schema/zo.proto (scripts/gen-schema.sh regenerates it).
         .target(name: "ZOSchemaC", dependencies: ["CProtobufC"], path: "Sources/ZOSchemaC"),
         .target(name: "ZOModelIO", path: "Sources/ZOModelIO"),
         .target(name: "ZOIR", dependencies: ["ZOSchemaC", "CProtobufC"], path: "IR", exclude: ["schema"]),
-        .target(name: "ZORuntime", dependencies: ["ZOIR", "ZOModelIO", "CBLAS"], path: "Runtime"),
+        .target(name: "ZORuntime", dependencies: ["ZOIR", "ZOModelIO", "CBLAS", "CKernels"], path: "Runtime"),
         .target(name: "ZOLowering", dependencies: ["ZOIR", "ZORuntime", "ZOModelIO"], path: "Lowering"),
         .executableTarget(name: "zoc", dependencies: [
             "ZOIR", "ZOLowering", "ZOModelIO",

@@ -11,6 +11,22 @@ public final class NPUCompiler {
     public private(set) var calibration = CalibrationTable()
     public let rule: ClipRule
     let weights = WeightCache()
+    /// Calibrated ranges of the decomposed calibration function's ops, in order, by location.
+    public private(set) var opRanges: [String: [(kind: OpKind, range: Double)]] = [:]
+
+    /// The calibrated range of layer `l`'s MLP output (its down-projection's result).
+    public func mlpOutputRange(layer l: Int) -> Double? {
+        opRanges["blk.\(l).ffn"]?.last(where: { $0.kind == .fullyConnected })?.range
+    }
+
+    /// Sets the range of a parameter or location key that only editing graphs have.
+    public func setRange(_ key: String, _ r: Double) { calibration.byKey[key] = r }
+
+    /// Sets the range of every op at a location only editing graphs have.
+    public func setRange(location: String, _ r: Double) { calibration.byLocation[location] = r }
+
+    /// The calibrated range of the residual stream after the last block.
+    public var finalResidualRange: Double? { opRanges["blk.\(importer.config.layers - 1).ffn"]?.last?.range }
 
     public init(importer: LlamaImporter, tokenizer: Tokenizer, samples: [String] = CalibrationText.samples, rule: ClipRule = .max) throws {
         self.importer = importer
@@ -30,6 +46,10 @@ public final class NPUCompiler {
         let inputs = try ids.map { ["embeddings": try embed.lookup(Array($0.prefix(length)))] }
         m = try CalibratePass(inputs: [name: inputs], rule: rule).run(m)
         calibration.record(m, m.function(name)!)
+        let f = m.function(name)!
+        for op in f.ops {
+            if let loc = op.loc, case let .float(r)? = op.attributes["range"] { opRanges[loc, default: []].append((op.kind, r)) }
+        }
         // The host may feed any row of the table: its range is the whole table's, not the samples'.
         calibration.byKey["param:embeddings"] = embed.maxAbs()
     }

@@ -50,6 +50,15 @@ public final class Interpreter {
         return d
     }
 
+    /// Replaces a constant's data (an edited weight); its declared type must not change.
+    public func replaceConstant(_ name: String, _ data: TensorData) throws {
+        guard let decl = module.constant(name) else { throw RuntimeError.missingConstantData(name) }
+        guard data.dtype == decl.type.dtype, data.count == decl.type.elementCount else {
+            throw RuntimeError.constantMismatch(name: name, expected: decl.type.description, got: "\(data.dtype.rawValue) × \(data.count)")
+        }
+        constants[name] = data
+    }
+
     func plan(_ name: String) throws -> Plan {
         if let p = plans[name] { return p }
         guard let f = module.function(name) else { throw RuntimeError.noFunction(name, available: module.functions.map(\.name)) }

@@ -17,7 +17,7 @@ public final class LanguageModel: CausalLM {
     private var interpreter: Interpreter?
     private var built = Set<String>()
     private var compiler: NPUCompiler?
-    private var npuForwards: [String: NPUForward] = [:]
+    var npuForwards: [String: NPUForward] = [:]
     private lazy var embeddings = try? EmbeddingTable(gguf: gguf)
 
     /// How calibration chooses ranges for the int path.
@@ -153,4 +153,17 @@ public final class LanguageModel: CausalLM {
 public func logSumExp<C: Collection>(_ x: C) -> Double where C.Element == Float {
     let m = Double(x.max() ?? 0)
     return m + log(x.reduce(0.0) { $0 + exp(Double($1) - m) })
+}
+
+extension LanguageModel {
+    /// Puts edited f32 weights for `name` on its int8 grid in every lowered graph (editing graphs
+    /// share the compiler's weight cache, so later lowerings see them too); returns how many
+    /// values were clipped to ±127.
+    @discardableResult
+    public func replaceWeight(_ name: String, _ w: [Float], also: [Interpreter] = []) throws -> Int {
+        let (qname, data, clipped) = try npuCompiler().weights.requantize(name, w)
+        for f in npuForwards.values where f.interpreter.module.constant(qname) != nil { try f.interpreter.replaceConstant(qname, data) }
+        for i in also where i.module.constant(qname) != nil { try i.replaceConstant(qname, data) }
+        return clipped
+    }
 }

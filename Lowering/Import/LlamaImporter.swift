@@ -11,9 +11,29 @@ public struct ForwardShape: Hashable, Sendable {
     /// Also return each layer's new keys and values ("k.L", "v.L") so a host can fill a cache.
     public var emitCache: Bool
 
-    public init(batch: Int = 1, seqLen: Int, cacheLen: Int = 0, emitCache: Bool = false) {
+    /// Editing: adds parameter "delta" [B, T, D] to the output of this layer's MLP (the host puts
+    /// δ at each prompt's subject row and zeros elsewhere).
+    public var injectLayer: Int?
+    /// Editing: logits only at these rows (the output head is the costliest op per row).
+    public var scored: ScoredRows?
+    /// Float probes for editing: also return layer L's ffn_down input ("ffn_key") and output ("ffn_value").
+    public var probeLayer: Int?
+
+    public init(batch: Int = 1, seqLen: Int, cacheLen: Int = 0, emitCache: Bool = false,
+                injectLayer: Int? = nil, scored: ScoredRows? = nil, probeLayer: Int? = nil) {
         self.batch = batch; self.seqLen = seqLen; self.cacheLen = cacheLen; self.emitCache = emitCache || cacheLen > 0
+        self.injectLayer = injectLayer; self.scored = scored; self.probeLayer = probeLayer
     }
+}
+
+/// The rows whose logits an editing graph returns. The batch is `copies` × prompts, copy-major
+/// (element c·P + p is copy c of prompt p); prompt p contributes its rows `rows[p]`, and the
+/// result "logits" is [copies, Σ rows, V].
+public struct ScoredRows: Hashable, Sendable {
+    public var copies: Int
+    public var rows: [Range<Int>]
+    public init(copies: Int, rows: [Range<Int>]) { self.copies = copies; self.rows = rows }
+    public var count: Int { rows.map(\.count).reduce(0, +) }
 }
 
 /// Builds float-profile graphs of Llama-family models (llama, qwen2) from a GGUF:
@@ -90,6 +110,7 @@ public final class LlamaImporter {
         let f = FunctionBuilder(name, in: builder)
         let B = shape.batch, T = shape.seqLen, C = shape.cacheLen, S = C + T
         let x0 = f.param("embeddings", .f32([B, T, c.hidden]))
+        let delta = shape.injectLayer.map { _ in f.param("delta", .f32([B, T, c.hidden])) }
         let cos: Value, sin: Value, mask: Value
         var caches: [(Value, Value)] = []
         if C == 0 {
@@ -118,7 +139,18 @@ public final class LlamaImporter {
             h = try f.emit(.add, [h, attnOut])
             newKV.append((k, v))
             f.loc = "blk.\(l).ffn"
-            h = try f.emit(.add, [h, try mlp(f, layer: l, h)])
+            var m = try mlp(f, layer: l, h, probe: shape.probeLayer == l ? f : nil)
+            if shape.injectLayer == l, let delta = delta {
+                // Its own location, so the calibrated ranges of the block's ops keep their keys.
+                f.loc = "edit.inject"
+                m = try f.emit(.add, [m, delta])
+                f.loc = "blk.\(l).ffn"
+            }
+            h = try f.emit(.add, [h, m])
+        }
+        if let sc = shape.scored {
+            f.loc = "edit.scored"
+            h = try scoredRows(f, h, sc, T: T)
         }
         f.loc = "head"
         let logits = try head(f, h)
@@ -172,14 +204,29 @@ public final class LlamaImporter {
         return (o, k, v)
     }
 
-    /// SwiGLU MLP of one block: down(silu(gate(n)) · up(n)), n = rms_norm(x).
-    func mlp(_ f: FunctionBuilder, layer l: Int, _ x: Value) throws -> Value {
+    /// SwiGLU MLP of one block: down(silu(gate(n)) · up(n)), n = rms_norm(x). With `probe`, the
+    /// down-projection's input and output are also results ("ffn_key", "ffn_value").
+    func mlp(_ f: FunctionBuilder, layer l: Int, _ x: Value, probe: FunctionBuilder? = nil) throws -> Value {
         let p = "blk.\(l)."
         let n = try f.emit(.rmsNorm, [x, w(f, p + "ffn_norm.weight")], ["eps": .float(config.rmsEps)])
         let gate = try f.emit(.fullyConnected, [n, w(f, p + "ffn_gate.weight")])
         let up = try f.emit(.fullyConnected, [n, w(f, p + "ffn_up.weight")])
         let act = try f.emit(.mul, [f.emit(.silu, [gate]), up])
-        return try f.emit(.fullyConnected, [act, w(f, p + "ffn_down.weight")])
+        let down = try f.emit(.fullyConnected, [act, w(f, p + "ffn_down.weight")])
+        if let pf = probe { pf.output("ffn_key", act); pf.output("ffn_value", down) }
+        return down
+    }
+
+    /// The scored rows of h [copies·P, T, D], gathered by static slices into [copies, N, D].
+    func scoredRows(_ f: FunctionBuilder, _ h: Value, _ sc: ScoredRows, T: Int) throws -> Value {
+        let D = config.hidden, P = sc.rows.count
+        let grouped = try f.emit(.reshape, [h], ["shape": .ints([sc.copies, P, T, D])])
+        var parts: [Value] = []
+        for (p, r) in sc.rows.enumerated() where !r.isEmpty {
+            let s = try f.emit(.slice, [grouped], ["begin": .ints([0, p, r.lowerBound, 0]), "size": .ints([sc.copies, 1, r.count, D])])
+            parts.append(try f.emit(.reshape, [s], ["shape": .ints([sc.copies, r.count, D])]))
+        }
+        return parts.count == 1 ? parts[0] : try f.emit(.concat, parts, ["axis": .int(1)])
     }
 
     func head(_ f: FunctionBuilder, _ x: Value) throws -> Value {

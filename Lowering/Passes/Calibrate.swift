@@ -183,9 +183,15 @@ public struct CalibrationTable: Sendable {
         return out
     }
 
+    /// Ranges for every op at a location no calibration function has (editing graphs' own ops),
+    /// used when no key matches.
+    public var byLocation: [String: Double] = [:]
+
     func ranges(for f: Function) -> [Int: Double] {
         var out: [Int: Double] = [:]
-        for (v, k) in Self.keys(f) { if let r = byKey[k] { out[v] = r } }
+        for (v, k) in Self.keys(f) {
+            if let r = byKey[k] ?? byLocation[String(k.prefix { $0 != "#" })] { out[v] = r }
+        }
         return out
     }
 }

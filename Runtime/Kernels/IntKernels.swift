@@ -1,6 +1,17 @@
 import ZOIR
+import CKernels
+import Dispatch
+import Foundation
 
 /// Integer kernels of the npu profile, bit-exact to the semantics written in the op catalog.
+/// How many threads kernels split work between (ZO_THREADS overrides the core count).
+public enum Threads {
+    public static let count: Int = {
+        if let s = ProcessInfo.processInfo.environment["ZO_THREADS"], let n = Int(s), n >= 1 { return n }
+        return max(1, ProcessInfo.processInfo.activeProcessorCount)
+    }()
+}
+
 enum IntKernels {
     static func widen(_ d: TensorData) -> [Int64] { d.int64Values }
 
@@ -30,54 +41,56 @@ enum IntKernels {
         }
     }
 
-    /// acc[r, n] = bias[n] + Σ_k x[r, k] · w[n, k], exact. Products are at most 2^22, so blocks of
-    /// 256 sum exactly in Int32 before joining the Int64 total.
+    /// acc[r, n] = bias[n] + Σ_k x[r, k] · w[n, k], exact (CKernels: AVX2 when the CPU has it).
+    /// Large products split the outputs between the cores; every split gives the same integers.
     static func fullyConnected(_ x: [Int16], rows: Int, k: Int, _ wp: UnsafeBufferPointer<Int8>, n: Int, bias: [Int64]?) -> [Int64] {
         var out = [Int64](repeating: 0, count: rows * n)
+        let parts = rows * n * k >= 1 << 20 ? min(Threads.count, max(1, n / 64)) : 1
         x.withUnsafeBufferPointer { xp in
-            do {
-                out.withUnsafeMutableBufferPointer { op in
-                    for r in 0..<rows {
-                        let xr = xp.baseAddress! + r * k
-                        for j in 0..<n {
-                            let wr = wp.baseAddress! + j * k
-                            var total: Int64 = bias?[j] ?? 0
-                            var start = 0
-                            while start < k {
-                                let end = min(k, start + 256)
-                                var acc: Int32 = 0
-                                for i in start..<end { acc &+= Int32(xr[i]) &* Int32(wr[i]) }
-                                total += Int64(acc)
-                                start = end
-                            }
-                            op[r * n + j] = total
-                        }
+            out.withUnsafeMutableBufferPointer { op in
+                let o = op.baseAddress!
+                func run(_ p: Int) {
+                    // Output slices of whole 4-column groups, so each part takes the vector path.
+                    let chunk = (n + parts - 1) / parts
+                    let j0 = min(n, p * chunk), j1 = min(n, j0 + chunk)
+                    guard j0 < j1 else { return }
+                    if let b = bias {
+                        b.withUnsafeBufferPointer { zo_fc_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, Int32(n), Int32(j0), Int32(j1), $0.baseAddress, o) }
+                    } else {
+                        zo_fc_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, Int32(n), Int32(j0), Int32(j1), nil, o)
                     }
                 }
+                if parts == 1 { run(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: run) }
             }
         }
         return out
     }
 
-    /// Batched c[b, m, n] = Σ_k a[b, m, k] · b[b, k, n] (or b[b, n, k]), exact. i16 products are at
-    /// most 2^30, so blocks of 2 are exact in Int32... we accumulate in Int64 directly.
+    /// Batched c[b, m, n] = Σ_k a[b, m, k] · b[b, k, n] (or b[b, n, k]), exact: each i16 product
+    /// fits in Int32 and the sum is kept in Int64. B is laid out [n, k] first, so every output is a
+    /// contiguous dot product.
     static func matmul(_ a: [Int16], _ at: TensorType, _ b: [Int16], transposeB: Bool, out: TensorType) -> [Int64] {
         let m = at.shape[at.rank - 2], k = at.shape[at.rank - 1], n = out.shape[out.rank - 1]
         let batches = at.elementCount / (m * k)
+        var bt = b
+        if !transposeB {
+            bt = [Int16](unsafeUninitializedCapacity: b.count) { buf, count in
+                for t in 0..<batches { for l in 0..<k { for j in 0..<n { buf[t * k * n + j * k + l] = b[t * k * n + l * n + j] } } }
+                count = b.count
+            }
+        }
         var c = [Int64](repeating: 0, count: out.elementCount)
         a.withUnsafeBufferPointer { ap in
-            b.withUnsafeBufferPointer { bp in
+            bt.withUnsafeBufferPointer { bp in
                 c.withUnsafeMutableBufferPointer { cp in
-                    for bt in 0..<batches {
-                        let A = ap.baseAddress! + bt * m * k, Bm = bp.baseAddress! + bt * k * n, C = cp.baseAddress! + bt * m * n
+                    for t in 0..<batches {
+                        let A = ap.baseAddress! + t * m * k, Bm = bp.baseAddress! + t * k * n, C = cp.baseAddress! + t * m * n
                         for i in 0..<m {
+                            let ai = A + i * k
                             for j in 0..<n {
+                                let bj = Bm + j * k
                                 var acc: Int64 = 0
-                                if transposeB {
-                                    for l in 0..<k { acc += Int64(Int32(A[i * k + l]) * Int32(Bm[j * k + l])) }
-                                } else {
-                                    for l in 0..<k { acc += Int64(Int32(A[i * k + l]) * Int32(Bm[l * n + j])) }
-                                }
+                                for l in 0..<k { acc &+= Int64(Int32(ai[l]) &* Int32(bj[l])) }
                                 C[i * n + j] = acc
                             }
                         }
@@ -100,35 +113,23 @@ enum IntKernels {
         return narrow(Broadcast.apply(a, ashape, b, bshape, out: out.shape, f), to: out.dtype)
     }
 
-    /// y = saturate(round(x · m / 2^s)) per tensor or per index of the last axis, written straight
-    /// into the output type (no wide temporary).
+    /// y = saturate(round(x · m / 2^s)) per tensor or per index of the last axis (CKernels).
     static func rescale(_ d: TensorData, lastDim: Int, multipliers: [Int], shifts: [Int], out: DType) -> TensorData {
-        switch d {
-        case let .i8(a): return rescale(a, lastDim: lastDim, multipliers: multipliers, shifts: shifts, out: out)
-        case let .i8View(v): return rescale(Array(v.buffer), lastDim: lastDim, multipliers: multipliers, shifts: shifts, out: out)
-        case let .i16(a): return rescale(a, lastDim: lastDim, multipliers: multipliers, shifts: shifts, out: out)
-        case let .i32(a): return rescale(a, lastDim: lastDim, multipliers: multipliers, shifts: shifts, out: out)
-        case let .i64(a): return rescale(a, lastDim: lastDim, multipliers: multipliers, shifts: shifts, out: out)
-        case .f32: return rescale(widen(d), lastDim: lastDim, multipliers: multipliers, shifts: shifts, out: out)
-        }
-    }
-
-    static func rescale<I: BinaryInteger>(_ x: [I], lastDim: Int, multipliers: [Int], shifts: [Int], out: DType) -> TensorData {
-        let perChannel = multipliers.count > 1
-        func make<T: FixedWidthInteger>(_: T.Type) -> [T] {
+        let x: [Int64]
+        if case let .i64(a) = d { x = a } else { x = widen(d) }
+        let width = multipliers.count > 1 ? lastDim : 1
+        let m = multipliers.map(Int64.init), s = shifts.map(Int32.init)
+        func make<T>(_: T.Type, bits: Int32) -> [T] {
             [T](unsafeUninitializedCapacity: x.count) { buf, n in
-                for i in 0..<x.count {
-                    let c = perChannel ? i % lastDim : 0
-                    buf[i] = T(clamping: roundShift(Int128(x[i]) * Int128(multipliers[c]), shifts[c]))
-                }
+                if !x.isEmpty { zo_rescale_i64(x, x.count, Int32(width), m, s, bits, buf.baseAddress) }
                 n = x.count
             }
         }
         switch out {
-        case .i8: return .i8(make(Int8.self))
-        case .i16: return .i16(make(Int16.self))
-        case .i32: return .i32(make(Int32.self))
-        default: return .i64(make(Int64.self))
+        case .i8: return .i8(make(Int8.self, bits: 8))
+        case .i16: return .i16(make(Int16.self, bits: 16))
+        case .i32: return .i32(make(Int32.self, bits: 32))
+        default: return .i64(make(Int64.self, bits: 64))
         }
     }
 

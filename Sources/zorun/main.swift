@@ -9,7 +9,7 @@ import ZORuntime
 struct Zorun: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "zo runtime: generate, tokenize and inspect logits with the reference interpreter.",
-        subcommands: [Generate.self, Tokenize.self, Logits.self])
+        subcommands: [Generate.self, Tokenize.self, Logits.self, Edit.self])
 }
 
 struct ModelOption: ParsableArguments {
@@ -119,6 +119,45 @@ struct Logits: ParsableCommand {
         }
         if let path = lastLogprobs, let last = logits.last {
             try writeAtomically(LogitSummary.logProbBytes(last), to: path, inputs: [model.source])
+        }
+    }
+}
+
+struct Edit: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Edit facts on the int path (MobiEdit: ZO on batched ± perturbed graphs, then r-ROME).")
+    @Option(help: "The model file (GGUF).") var model: String = DefaultModel.path
+    @Option(help: "Edit requests (JSON: KnowEdit/EasyEdit or ZsRE-MEND shape).") var edits: String
+    @Option(help: "First record to edit.") var from: Int = 0
+    @Option(help: "How many records.") var count: Int = 1
+    @Option(help: "Edited layer.") var layer: Int = 6
+    @Option(help: "Directions per step (q).") var directions: Int = 8
+    @Option(help: "Perturbation norm relative to ‖v_init‖.") var perturbation: Float = 0.1
+    @Option(help: "Adam learning rate.") var lr: Float = 0.3
+    @Option(help: "Maximum steps.") var maxSteps: Int = 200
+    @Option(help: "Context prefixes.") var contexts: Int = 2
+    @Option(help: "Seed.") var seed: UInt64 = 0
+    @Option(help: "Write the edited model here (GGUF; the edited tensor as F32, all else byte-identical).") var out: String?
+
+    func run() throws {
+        let requests = try EditRequests.load(path: edits)
+        guard from >= 0, from < requests.count else { throw CLIError("\(edits): has \(requests.count) records; --from \(from) is outside") }
+        let lm = try LanguageModel(path: model, precision: .int)
+        var s = EditSettings()
+        s.layer = layer; s.directions = directions; s.perturbation = perturbation; s.learningRate = lr
+        s.maxSteps = maxSteps; s.contextPrefixes = contexts; s.seed = seed
+        let editor = try ZOEditor(model: lm, settings: s)
+        print("context prefixes: \(editor.prefixes)")
+        var last: EditOutcome?
+        for r in requests[from..<min(requests.count, from + count)] {
+            let o = try editor.edit(r) { step, loss, p, rd in
+                FileHandle.standardError.write(Data("  step \(step) loss \(String(format: "%.3f", loss)) min p(target) \(String(format: "%.3f", p)) ‖δ‖/‖v‖ \(String(format: "%.2f", rd))\n".utf8))
+            }
+            print("\(r.prompt.debugDescription) → \(r.targetNew.debugDescription): steps \(o.steps), evaluations \(o.evaluations), stopped early \(o.stoppedEarly), p \(String(format: "%.3f", o.minTargetProbability)) → after update \(String(format: "%.3f", o.minTargetProbabilityAfterUpdate)), ‖δ‖/‖v‖ \(String(format: "%.2f", o.deltaNorm / o.valueNorm)), clipped \(o.clippedWeights), \(String(format: "%.1f", o.seconds)) s")
+            last = o
+        }
+        if let path = out, let o = last {
+            try lm.gguf.rewriter(replacing: [o.weightName: o.editedWeight]).write(to: path, inputs: [model, edits])
+            print("wrote \(path)")
         }
     }
 }

@@ -48,14 +48,23 @@ final class IntKernelTests: XCTestCase {
     }
 
     func testFullyConnectedIsExact() throws {
-        let rows = 3, k = 700, n = 5
-        let x = i16s(rows * k), w = i8s(n * k)
-        let y = ints(try run(.fullyConnected, [(TensorType(.i16, [rows, k]), .i16(x))], consts: [(TensorType(.i8, [n, k]), .i8(w))]))
-        for r in 0..<rows { for j in 0..<n {
-            var acc: Int64 = 0
-            for c in 0..<k { acc += Int64(x[r * k + c]) * Int64(w[j * k + c]) }
-            XCTAssertEqual(y[r * n + j], acc)
-        } }
+        // Shapes that reach every path of the kernel: 4-row and single-row blocks, odd output
+        // counts, inputs that are not a multiple of 16, more than one 2048-input block, and
+        // (for the largest) the split of outputs between threads.
+        for (rows, k, n) in [(3, 700, 5), (9, 4100, 7), (5, 33, 130), (6, 576, 1024)] {
+            var x = i16s(rows * k), w = i8s(n * k)
+            x[0] = .min; w[0] = .min  // the extreme operands the int32 lanes must hold
+            let y = ints(try run(.fullyConnected, [(TensorType(.i16, [rows, k]), .i16(x))], consts: [(TensorType(.i8, [n, k]), .i8(w))]))
+            for r in 0..<rows { for j in 0..<n {
+                var acc: Int64 = 0
+                for c in 0..<k { acc += Int64(x[r * k + c]) * Int64(w[j * k + c]) }
+                XCTAssertEqual(y[r * n + j], acc, "rows \(rows) k \(k) n \(n) at [\(r), \(j)]")
+            } }
+        }
+        // Every product at its extreme, −32768 · −128, over 4096 inputs (4 rows: the vector path).
+        let ext = ints(try run(.fullyConnected, [(TensorType(.i16, [4, 4096]), .i16(Array(repeating: .min, count: 4 * 4096)))],
+                               consts: [(TensorType(.i8, [2, 4096]), .i8(Array(repeating: .min, count: 2 * 4096)))]))
+        XCTAssertEqual(ext, Array(repeating: Int64(32768 * 128 * 4096), count: 8))
         // The extreme: every product −32768 · −127 over 1536 terms needs more than 32 bits.
         let big = ints(try run(.fullyConnected, [(TensorType(.i16, [1, 1536]), .i16(Array(repeating: .min, count: 1536)))],
                                consts: [(TensorType(.i8, [1, 1536]), .i8(Array(repeating: -127, count: 1536)))]))

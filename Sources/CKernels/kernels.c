@@ -1,0 +1,171 @@
+#include "ckernels.h"
+#include <stddef.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+// Portable reference: int32 partial sums are exact (|x·w| <= 2^22, blocks of 256 products stay
+// below 2^30) and join an int64 total.
+static void fc_portable(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0, int j1,
+                        const int64_t *bias, int64_t *out) {
+    for (int r = 0; r < rows; r++) {
+        const int16_t *xr = x + (size_t)r * k;
+        for (int j = j0; j < j1; j++) {
+            const int8_t *wj = w + (size_t)j * k;
+            int64_t total = bias ? bias[j] : 0;
+            for (int s = 0; s < k; s += 256) {
+                int e = s + 256 < k ? s + 256 : k;
+                int32_t acc = 0;
+                for (int i = s; i < e; i++) acc += (int32_t)xr[i] * (int32_t)wj[i];
+                total += acc;
+            }
+            out[(size_t)r * n + j] = total;
+        }
+    }
+}
+
+#if defined(__x86_64__)
+// vpmaddwd lanes hold x·w pair sums of at most 2^23; 128 of them per lane stay within 2^30, so
+// int32 lanes are exact over blocks of 2048 inputs before they are widened into the int64 total.
+#define ZO_BLOCK 2048
+
+__attribute__((target("avx2")))
+static inline int64_t hsum_epi32_to_i64(__m256i v) {
+    __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(v));
+    __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(v, 1));
+    __m256i s = _mm256_add_epi64(lo, hi);
+    __m128i t = _mm_add_epi64(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    return _mm_cvtsi128_si64(t) + _mm_extract_epi64(t, 1);
+}
+
+// Scalar tail of one dot product over [s, e).
+static inline int64_t dot_tail(const int16_t *x, const int8_t *w, int s, int e) {
+    int64_t acc = 0;
+    for (int i = s; i < e; i++) acc += (int32_t)x[i] * (int32_t)w[i];
+    return acc;
+}
+
+__attribute__((target("avx2")))
+static void fc_avx2(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0, int j1,
+                    const int64_t *bias, int64_t *out) {
+    const int kv = k & ~15;  // the part done 16 inputs at a time
+    int r = 0;
+    // 4 rows × 2 outputs per inner loop: each weight vector widened once serves 4 rows.
+    for (; r + 4 <= rows; r += 4) {
+        const int16_t *x0 = x + (size_t)r * k, *x1 = x0 + k, *x2 = x1 + k, *x3 = x2 + k;
+        int j = j0;
+        for (; j + 2 <= j1; j += 2) {
+            const int8_t *wa = w + (size_t)j * k, *wb = wa + k;
+            int64_t t[8] = {0};
+            for (int s = 0; s < kv; s += ZO_BLOCK) {
+                int e = s + ZO_BLOCK < kv ? s + ZO_BLOCK : kv;
+                __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+                for (int i = s; i < e; i += 16) {
+                    __m256i va = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wa + i)));
+                    __m256i vb = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wb + i)));
+                    __m256i v0 = _mm256_loadu_si256((const __m256i *)(x0 + i));
+                    __m256i v1 = _mm256_loadu_si256((const __m256i *)(x1 + i));
+                    __m256i v2 = _mm256_loadu_si256((const __m256i *)(x2 + i));
+                    __m256i v3 = _mm256_loadu_si256((const __m256i *)(x3 + i));
+                    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(v0, va));
+                    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(v1, va));
+                    a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(v2, va));
+                    a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(v3, va));
+                    b0 = _mm256_add_epi32(b0, _mm256_madd_epi16(v0, vb));
+                    b1 = _mm256_add_epi32(b1, _mm256_madd_epi16(v1, vb));
+                    b2 = _mm256_add_epi32(b2, _mm256_madd_epi16(v2, vb));
+                    b3 = _mm256_add_epi32(b3, _mm256_madd_epi16(v3, vb));
+                }
+                t[0] += hsum_epi32_to_i64(a0); t[1] += hsum_epi32_to_i64(a1);
+                t[2] += hsum_epi32_to_i64(a2); t[3] += hsum_epi32_to_i64(a3);
+                t[4] += hsum_epi32_to_i64(b0); t[5] += hsum_epi32_to_i64(b1);
+                t[6] += hsum_epi32_to_i64(b2); t[7] += hsum_epi32_to_i64(b3);
+            }
+            const int16_t *xs[4] = {x0, x1, x2, x3};
+            for (int q = 0; q < 4; q++) {
+                int64_t ba = bias ? bias[j] : 0, bb = bias ? bias[j + 1] : 0;
+                out[(size_t)(r + q) * n + j] = ba + t[q] + dot_tail(xs[q], wa, kv, k);
+                out[(size_t)(r + q) * n + j + 1] = bb + t[4 + q] + dot_tail(xs[q], wb, kv, k);
+            }
+        }
+        if (j < j1) fc_portable(x + (size_t)r * k, 4, k, w, n, j, j1, bias, out + (size_t)r * n);
+    }
+    // Remaining rows one at a time, 4 outputs per inner loop.
+    for (; r < rows; r++) {
+        const int16_t *xr = x + (size_t)r * k;
+        int j = j0;
+        for (; j + 4 <= j1; j += 4) {
+            const int8_t *w0 = w + (size_t)j * k, *w1 = w0 + k, *w2 = w1 + k, *w3 = w2 + k;
+            int64_t t[4] = {0};
+            for (int s = 0; s < kv; s += ZO_BLOCK) {
+                int e = s + ZO_BLOCK < kv ? s + ZO_BLOCK : kv;
+                __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+                for (int i = s; i < e; i += 16) {
+                    __m256i v = _mm256_loadu_si256((const __m256i *)(xr + i));
+                    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(v, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w0 + i)))));
+                    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(v, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w1 + i)))));
+                    a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(v, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w2 + i)))));
+                    a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(v, _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w3 + i)))));
+                }
+                t[0] += hsum_epi32_to_i64(a0); t[1] += hsum_epi32_to_i64(a1);
+                t[2] += hsum_epi32_to_i64(a2); t[3] += hsum_epi32_to_i64(a3);
+            }
+            const int8_t *ws[4] = {w0, w1, w2, w3};
+            for (int q = 0; q < 4; q++) out[(size_t)r * n + j + q] = (bias ? bias[j + q] : 0) + t[q] + dot_tail(xr, ws[q], kv, k);
+        }
+        if (j < j1) fc_portable(xr, 1, k, w, n, j, j1, bias, out + (size_t)r * n);
+    }
+}
+#endif
+
+int zo_has_avx2(void) {
+#if defined(__x86_64__)
+    static int cached = -1;
+    if (cached < 0) { __builtin_cpu_init(); cached = __builtin_cpu_supports("avx2") ? 1 : 0; }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+void zo_fc_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0, int j1,
+                  const int64_t *bias, int64_t *out) {
+#if defined(__x86_64__)
+    if (zo_has_avx2()) { fc_avx2(x, rows, k, w, n, j0, j1, bias, out); return; }
+#endif
+    fc_portable(x, rows, k, w, n, j0, j1, bias, out);
+}
+
+static inline int64_t rescale_one(int64_t x, int64_t m, int s) {
+    int64_t p;
+    if (!__builtin_mul_overflow(x, m, &p)) {
+        if (s == 0) return p;
+        int64_t q;
+        if (!__builtin_add_overflow(p, (int64_t)1 << (s - 1), &q)) return q >> s;
+    }
+    __int128 v = (__int128)x * m;
+    if (s > 0) v = (v + ((__int128)1 << (s - 1))) >> s;
+    if (v > INT64_MAX) return INT64_MAX;
+    if (v < INT64_MIN) return INT64_MIN;
+    return (int64_t)v;
+}
+
+#define ZO_RESCALE_LOOP(T, LO, HI)                                                   \
+    do {                                                                             \
+        T *o = (T *)y;                                                               \
+        for (long base = 0; base < count; base += width)                             \
+            for (int c = 0; c < width; c++) {                                        \
+                int64_t v = rescale_one(x[base + c], m[c], s[c]);                    \
+                o[base + c] = (T)(v < (LO) ? (LO) : v > (HI) ? (HI) : v);            \
+            }                                                                        \
+    } while (0)
+
+void zo_rescale_i64(const int64_t *x, long count, int width, const int64_t *m, const int32_t *s,
+                    int out_bits, void *y) {
+    switch (out_bits) {
+    case 8: ZO_RESCALE_LOOP(int8_t, INT8_MIN, INT8_MAX); break;
+    case 16: ZO_RESCALE_LOOP(int16_t, INT16_MIN, INT16_MAX); break;
+    case 32: ZO_RESCALE_LOOP(int32_t, INT32_MIN, INT32_MAX); break;
+    default: ZO_RESCALE_LOOP(int64_t, INT64_MIN, INT64_MAX); break;
+    }
+}

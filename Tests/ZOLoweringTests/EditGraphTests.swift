@@ -1,0 +1,80 @@
+import Foundation
+import XCTest
+import ZOIR
+import ZOLowering
+import ZOModelIO
+import ZORuntime
+import ZOTestSupport
+
+/// Edit layouts and the batched editing graphs on the real model.
+final class EditGraphTests: XCTestCase {
+    func zsre(_ i: Int) throws -> EditRequest {
+        let path = TestPaths.data.appendingPathComponent("knowedit_zsre/ZsRE-test-all.json").path
+        return try EditRequests.load(path: path)[i]
+    }
+
+    func testLayoutOfAZsRERecord() throws {
+        let tok = try Tokenizer(gguf: GGUFFile(path: TestPaths.requireModel()))
+        let r = try zsre(0)  // "Which family does Epaspidoceras belong to?" → "Noctuidae"
+        let layout = try EditLayout(r, prefixes: ["The world is"], tokenizer: tok)
+        XCTAssertEqual(layout.rewriteCount, 2)
+        XCTAssertEqual(layout.sequences.count, 3)
+        XCTAssertEqual(tok.decode(layout.targets), " Noctuidae")
+        let plain = tok.encode(r.prompt)
+        XCTAssertEqual(layout.sequences[0], plain + layout.targets.dropLast())
+        XCTAssertEqual(layout.scored[0], (plain.count - 1)..<(plain.count - 1 + layout.targets.count))
+        // The subject's last token is where δ goes, in the plain and the prefixed prompt.
+        for p in 0..<2 {
+            let upTo = tok.decode(Array(layout.sequences[p][...layout.subjectRows[p]]))
+            XCTAssertTrue(upTo.hasSuffix("Epaspidoceras"), upTo)
+        }
+        XCTAssertTrue(tok.decode(layout.sequences[1]).hasPrefix("The world is. Which family"))
+        // The KL prompt: "{subject} is a", scored at its last row.
+        XCTAssertEqual(tok.decode(layout.sequences[2]), "Epaspidoceras is a")
+        XCTAssertEqual(layout.scored[2], (layout.sequences[2].count - 1)..<layout.sequences[2].count)
+        XCTAssertEqual(layout.length, layout.sequences.map(\.count).max())
+    }
+
+    func testLayoutRejectsAMissingSubjectAndAnEmptyTarget() throws {
+        let tok = try Tokenizer(gguf: GGUFFile(path: TestPaths.requireModel()))
+        var r = try zsre(0)
+        r.subject = "Nautilus"
+        XCTAssertThrowsError(try EditLayout(r, prefixes: [], tokenizer: tok)) { e in
+            XCTAssertTrue("\(e)".contains("Nautilus") && "\(e)".contains("Which family"), "\(e)")
+        }
+        r = try zsre(0)
+        r.targetNew = "  "
+        XCTAssertThrowsError(try EditLayout(r, prefixes: [], tokenizer: tok)) { e in XCTAssertTrue("\(e)".contains("target_new"), "\(e)") }
+    }
+
+    /// With δ = 0 every copy of the batched graph computes exactly the int forward of its prompt:
+    /// the scored rows' logits equal the plain npu forward's, bit for bit. A δ in one copy
+    /// changes that copy only.
+    func testEditGraphWithZeroDeltaIsTheIntForward() throws {
+        let lm = try NPUModelTests.model()
+        var s = EditSettings()
+        s.contextPrefixes = 1
+        let editor = try ZOEditor(model: lm, settings: s)
+        let layout = try EditLayout(try zsre(1), prefixes: editor.prefixes, tokenizer: lm.tokenizer)
+        let g = try editor.graph(layout, copies: 2)
+        let D = lm.config.hidden, V = lm.config.vocab, N = layout.scored.map(\.count).reduce(0, +)
+        let zero = [Float](repeating: 0, count: D)
+        let both = try g.logits([zero, zero])
+        XCTAssertEqual(both.count, 2 * N * V)
+        XCTAssertEqual(Array(both[0..<(N * V)]), Array(both[(N * V)...]))
+        var row = 0
+        for (p, seq) in layout.sequences.enumerated() {
+            let reference = try lm.logits(seq)
+            for t in layout.scored[p] {
+                let got = both[(row * V)..<((row + 1) * V)].map { Float($0) * g.logitScale }
+                XCTAssertEqual(got, reference[t], "prompt \(p) row \(t)")
+                row += 1
+            }
+        }
+        var push = zero
+        push[0] = 0.5 * Float(layout.length)
+        let moved = try g.logits([zero, push])
+        XCTAssertEqual(Array(moved[0..<(N * V)]), Array(both[0..<(N * V)]))
+        XCTAssertNotEqual(Array(moved[(N * V)...]), Array(both[(N * V)...]))
+    }
+}
