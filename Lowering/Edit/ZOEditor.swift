@@ -88,6 +88,8 @@ public struct EditOutcome: Sendable {
     /// The edited layer's down-projection (GGUF layout, f32), for export.
     public var editedWeight: [Float]
     public var weightName: String
+    /// The weight's int8 form before this edit (`LanguageModel.restoreWeight` undoes the edit).
+    public var previousInt8: [Int8]
 }
 
 /// Runs MobiEdit on the int path of a LanguageModel: a batched step graph of 2q ± perturbed
@@ -232,12 +234,13 @@ public final class ZOEditor {
         let target = zip(vInit, delta).map { $0 + $1 }
         let update = try RankOneUpdate(weights: w, rows: D, cols: F, key: key, target: target)
         let edited = update.applied(to: w)
+        guard let previous = try model.int8Weight(wname) else { throw RuntimeError.missingConstantData(wname + ".i8") }
         let clipped = try model.replaceWeight(wname, edited, also: [probe.interpreter, step.interpreter])
         let (after, _) = try runProbe(probe, zero)
         return EditOutcome(steps: steps, evaluations: steps * 2 * q, stoppedEarly: stopped, minTargetProbability: pmin,
                            minTargetProbabilityAfterUpdate: minTargetProbability(after, copy: 0, scale: probe.logitScale),
                            deltaNorm: delta.reduce(0) { $0 + $1 * $1 }.squareRoot(), valueNorm: vNorm, clippedWeights: clipped,
-                           seconds: Date().timeIntervalSince(start), editedWeight: edited, weightName: wname)
+                           seconds: Date().timeIntervalSince(start), editedWeight: edited, weightName: wname, previousInt8: previous)
     }
 }
 

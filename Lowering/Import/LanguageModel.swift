@@ -166,4 +166,13 @@ extension LanguageModel {
         for i in also where i.module.constant(qname) != nil { try i.replaceConstant(qname, data) }
         return clipped
     }
+
+    /// The int8 form of weight `name` in the lowered graphs (to undo an edit with `restoreWeight`).
+    public func int8Weight(_ name: String) throws -> [Int8]? { try npuCompiler().weights.int8(name) }
+
+    /// Puts back an int8 form saved by `int8Weight` in every lowered graph.
+    public func restoreWeight(_ name: String, _ q: [Int8]) throws {
+        let qname = try npuCompiler().weights.restore(name, q)
+        for f in npuForwards.values where f.interpreter.module.constant(qname) != nil { try f.interpreter.replaceConstant(qname, .i8(q)) }
+    }
 }

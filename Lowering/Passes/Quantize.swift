@@ -81,6 +81,19 @@ public final class WeightCache {
         entries[qname] = (q, e.scales, e.type, e.smoothing)
         return (qname, .i8(q), clipped)
     }
+
+    /// The int8 form of `weight` as it is now (to restore it after an edit).
+    public func int8(_ weight: String) -> [Int8]? { entries[weight + ".i8"]?.q }
+
+    /// Puts back an int8 form saved by `int8(_:)`; returns the constant's name.
+    public func restore(_ weight: String, _ q: [Int8]) throws -> String {
+        let qname = weight + ".i8"
+        guard let e = entries[qname], e.q.count == q.count else {
+            throw PassError(pass: "quantize", function: "-", message: "no int8 form of \(weight) with \(q.count) values to restore")
+        }
+        entries[qname] = (q, e.scales, e.type, e.smoothing)
+        return qname
+    }
 }
 
 struct FunctionQuantizer {

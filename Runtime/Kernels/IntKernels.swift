@@ -184,18 +184,32 @@ enum Broadcast {
             return (0..<n).map { f(a[$0], b[$0 % m]) }
         }
         let r = out.count
-        let os = strides(of: out)
         func bstrides(_ s: [Int]) -> [Int] {
             let padded = [Int](repeating: 1, count: r - s.count) + s
             let st = strides(of: padded)
             return (0..<r).map { padded[$0] == 1 ? 0 : st[$0] }
         }
         let sa = bstrides(ashape), sb = bstrides(bshape)
-        return (0..<n).map { i in
-            var rem = i, ia = 0, ib = 0
-            for d in 0..<r { let q = rem / os[d]; rem -= q * os[d]; ia += q * sa[d]; ib += q * sb[d] }
-            return f(a[ia], b[ib])
+        guard r > 0, n > 0 else { return n == 1 ? [f(a[0], b[0])] : [] }
+        // Row by row along the last axis; an odometer over the outer axes moves the operands'
+        // offsets (no division per element).
+        let inner = out[r - 1], ia1 = sa[r - 1], ib1 = sb[r - 1]
+        var index = [Int](repeating: 0, count: r)
+        var baseA = 0, baseB = 0
+        var result = [R]()
+        result.reserveCapacity(n)
+        for _ in 0..<(n / inner) {
+            var ia = baseA, ib = baseB
+            for _ in 0..<inner { result.append(f(a[ia], b[ib])); ia += ia1; ib += ib1 }
+            var d = r - 2
+            while d >= 0 {
+                index[d] += 1; baseA += sa[d]; baseB += sb[d]
+                if index[d] < out[d] { break }
+                baseA -= sa[d] * out[d]; baseB -= sb[d] * out[d]; index[d] = 0
+                d -= 1
+            }
         }
+        return result
     }
 }
 

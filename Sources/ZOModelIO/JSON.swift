@@ -197,3 +197,35 @@ struct JSONParser {
         return s
     }
 }
+
+extension JSONValue {
+    /// Compact JSON text (keys in their stored order; numbers that are integers print without a fraction).
+    public var serialized: String {
+        switch self {
+        case .null: return "null"
+        case let .bool(b): return b ? "true" : "false"
+        case let .number(n):
+            guard n.isFinite else { return "null" }
+            return n == n.rounded() && abs(n) < 1e15 ? String(Int64(n)) : String(n)
+        case let .string(s): return Self.quote(s)
+        case let .array(a): return "[" + a.map(\.serialized).joined(separator: ",") + "]"
+        case let .object(o): return "{" + o.map { Self.quote($0.key) + ":" + $0.value.serialized }.joined(separator: ",") + "}"
+        }
+    }
+
+    static func quote(_ s: String) -> String {
+        var out = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
+            }
+        }
+        return out + "\""
+    }
+}

@@ -78,3 +78,18 @@ final class EditGraphTests: XCTestCase {
         XCTAssertNotEqual(Array(moved[(N * V)...]), Array(both[(N * V)...]))
     }
 }
+
+final class EditMetricsTests: XCTestCase {
+    func testNgramEntropyOfKnownSequences() {
+        // A constant sequence has one bigram and one trigram: no entropy.
+        XCTAssertEqual(EditMetrics.ngramEntropy(Array(repeating: 7, count: 50)), 0)
+        // 0 1 2 3 0 1 2 3 …: 4 equally frequent bigrams and trigrams, 2 bits each → (2/3 + 4/3)·2.
+        XCTAssertEqual(EditMetrics.ngramEntropy((0..<402).map { $0 % 4 }), 4, accuracy: 1e-3)
+    }
+
+    func testReportJSONRoundTripsThroughTheParser() throws {
+        let v = JSONValue.object([("a", .number(1)), ("b", .array([.string("q\"\\\n\u{1}é"), .bool(true), .null, .number(0.25)]))])
+        XCTAssertEqual(v.serialized, #"{"a":1,"b":["q\"\\\n\u0001é",true,null,0.25]}"#)
+        XCTAssertEqual(try JSONValue.parse(Array(v.serialized.utf8)), v)
+    }
+}

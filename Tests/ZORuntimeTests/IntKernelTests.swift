@@ -158,6 +158,13 @@ final class IntKernelTests: XCTestCase {
         let x = i16s(12), r = i16s(4)
         let y = ints(try run(.mul, [(TensorType(.i16, [3, 4]), .i16(x)), (TensorType(.i16, [4]), .i16(r))]))
         for i in 0..<12 { XCTAssertEqual(y[i], Int64(x[i]) * Int64(r[i % 4])) }
+        // General broadcasting: both operands stretched, on inner and outer axes.
+        let p = i16s(2 * 3), q = i16s(3 * 4)
+        let z = ints(try run(.add, [(TensorType(.i16, [2, 1, 3, 1]), .i16(p)), (TensorType(.i16, [3, 4]), .i16(q))]))
+        XCTAssertEqual(z.count, 2 * 3 * 4)
+        for b in 0..<2 { for i in 0..<3 { for j in 0..<4 {
+            XCTAssertEqual(z[(b * 3 + i) * 4 + j], Int64(p[b * 3 + i]) + Int64(q[i * 4 + j]))
+        } } }
     }
 
     func testReductions() throws {
