@@ -113,23 +113,44 @@ enum IntKernels {
         return narrow(Broadcast.apply(a, ashape, b, bshape, out: out.shape, f), to: out.dtype)
     }
 
-    /// y = saturate(round(x · m / 2^s)) per tensor or per index of the last axis (CKernels).
+    /// y = saturate(round(x · m / 2^s)) per tensor or per index of the last axis (CKernels), the
+    /// input read in its own width; large tensors are split between the cores at row boundaries.
     static func rescale(_ d: TensorData, lastDim: Int, multipliers: [Int], shifts: [Int], out: DType) -> TensorData {
-        let x: [Int64]
-        if case let .i64(a) = d { x = a } else { x = widen(d) }
         let width = multipliers.count > 1 ? lastDim : 1
         let m = multipliers.map(Int64.init), s = shifts.map(Int32.init)
-        func make<T>(_: T.Type, bits: Int32) -> [T] {
-            [T](unsafeUninitializedCapacity: x.count) { buf, n in
-                if !x.isEmpty { zo_rescale_i64(x, x.count, Int32(width), m, s, bits, buf.baseAddress) }
-                n = x.count
+        let count = d.count
+        let outBits = Int32(out == .f32 ? 64 : out.byteSize * 8)
+        func run(_ x: UnsafeRawPointer, inBits: Int32, _ y: UnsafeMutableRawPointer) {
+            let rows = count / max(width, 1)
+            let parts = count >= 1 << 16 && rows >= 2 ? min(Threads.count, rows) : 1
+            let inBytes = Int(inBits / 8), outBytes = Int(outBits / 8)
+            func part(_ p: Int) {
+                let r0 = rows * p / parts, r1 = rows * (p + 1) / parts
+                zo_rescale(x + r0 * width * inBytes, inBits, (r1 - r0) * width, Int32(width), m, s, outBits, y + r0 * width * outBytes)
+            }
+            if parts == 1 { part(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: part) }
+        }
+        func make<T>(_: T.Type) -> [T] {
+            [T](unsafeUninitializedCapacity: count) { buf, n in
+                if count > 0 {
+                    let y = UnsafeMutableRawPointer(buf.baseAddress!)
+                    switch d {
+                    case let .i8(a): a.withUnsafeBytes { run($0.baseAddress!, inBits: 8, y) }
+                    case let .i8View(v): run(UnsafeRawPointer(v.buffer.baseAddress!), inBits: 8, y)
+                    case let .i16(a): a.withUnsafeBytes { run($0.baseAddress!, inBits: 16, y) }
+                    case let .i32(a): a.withUnsafeBytes { run($0.baseAddress!, inBits: 32, y) }
+                    case let .i64(a): a.withUnsafeBytes { run($0.baseAddress!, inBits: 64, y) }
+                    case .f32: widen(d).withUnsafeBytes { run($0.baseAddress!, inBits: 64, y) }
+                    }
+                }
+                n = count
             }
         }
         switch out {
-        case .i8: return .i8(make(Int8.self, bits: 8))
-        case .i16: return .i16(make(Int16.self, bits: 16))
-        case .i32: return .i32(make(Int32.self, bits: 32))
-        default: return .i64(make(Int64.self, bits: 64))
+        case .i8: return .i8(make(Int8.self))
+        case .i16: return .i16(make(Int16.self))
+        case .i32: return .i32(make(Int32.self))
+        default: return .i64(make(Int64.self))
         }
     }
 

@@ -150,22 +150,52 @@ static inline int64_t rescale_one(int64_t x, int64_t m, int s) {
     return (int64_t)v;
 }
 
-#define ZO_RESCALE_LOOP(T, LO, HI)                                                   \
-    do {                                                                             \
-        T *o = (T *)y;                                                               \
-        for (long base = 0; base < count; base += width)                             \
-            for (int c = 0; c < width; c++) {                                        \
-                int64_t v = rescale_one(x[base + c], m[c], s[c]);                    \
-                o[base + c] = (T)(v < (LO) ? (LO) : v > (HI) ? (HI) : v);            \
-            }                                                                        \
+// One loop per (input type, output type). A per-tensor rescale whose inputs are small enough
+// that x·m + 2^(s−1) cannot overflow 64 bits (checked once) runs without per-element checks.
+#define ZO_RESCALE_LOOP(TI, TO, LO, HI)                                                         \
+    do {                                                                                        \
+        const TI *in = (const TI *)x;                                                           \
+        TO *o = (TO *)y;                                                                        \
+        if (width == 1) {                                                                       \
+            const int64_t mm = m[0];                                                            \
+            const int sh = s[0];                                                                \
+            uint64_t mx = 0;                                                                    \
+            for (long i = 0; i < count; i++) {                                                  \
+                int64_t v = in[i];                                                              \
+                uint64_t a = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;                   \
+                mx = a > mx ? a : mx;                                                           \
+            }                                                                                   \
+            uint64_t am = mm < 0 ? (uint64_t)0 - (uint64_t)mm : (uint64_t)mm;                   \
+            if (mx < ((uint64_t)1 << 31) && am < ((uint64_t)1 << 31)) {                         \
+                const int64_t half = sh > 0 ? (int64_t)1 << (sh - 1) : 0;                       \
+                for (long i = 0; i < count; i++) {                                              \
+                    int64_t v = ((int64_t)in[i] * mm + half) >> sh;                             \
+                    o[i] = (TO)(v < (LO) ? (LO) : v > (HI) ? (HI) : v);                         \
+                }                                                                               \
+                break;                                                                          \
+            }                                                                                   \
+        }                                                                                       \
+        for (long base = 0; base < count; base += width)                                        \
+            for (int c = 0; c < width; c++) {                                                   \
+                int64_t v = rescale_one(in[base + c], m[c], s[c]);                              \
+                o[base + c] = (TO)(v < (LO) ? (LO) : v > (HI) ? (HI) : v);                      \
+            }                                                                                   \
     } while (0)
 
-void zo_rescale_i64(const int64_t *x, long count, int width, const int64_t *m, const int32_t *s,
-                    int out_bits, void *y) {
-    switch (out_bits) {
-    case 8: ZO_RESCALE_LOOP(int8_t, INT8_MIN, INT8_MAX); break;
-    case 16: ZO_RESCALE_LOOP(int16_t, INT16_MIN, INT16_MAX); break;
-    case 32: ZO_RESCALE_LOOP(int32_t, INT32_MIN, INT32_MAX); break;
-    default: ZO_RESCALE_LOOP(int64_t, INT64_MIN, INT64_MAX); break;
+#define ZO_RESCALE_OUT(TI)                                                                      \
+    switch (out_bits) {                                                                         \
+    case 8: ZO_RESCALE_LOOP(TI, int8_t, INT8_MIN, INT8_MAX); break;                             \
+    case 16: ZO_RESCALE_LOOP(TI, int16_t, INT16_MIN, INT16_MAX); break;                         \
+    case 32: ZO_RESCALE_LOOP(TI, int32_t, INT32_MIN, INT32_MAX); break;                         \
+    default: ZO_RESCALE_LOOP(TI, int64_t, INT64_MIN, INT64_MAX); break;                         \
+    }
+
+void zo_rescale(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
+                int out_bits, void *y) {
+    switch (in_bits) {
+    case 8: ZO_RESCALE_OUT(int8_t); break;
+    case 16: ZO_RESCALE_OUT(int16_t); break;
+    case 32: ZO_RESCALE_OUT(int32_t); break;
+    default: ZO_RESCALE_OUT(int64_t); break;
     }
 }

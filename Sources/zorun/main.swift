@@ -141,10 +141,15 @@ struct Edit: ParsableCommand {
     @Flag(help: "Score each edit before and after (rewrite, rephrase, locality, portability).") var eval = false
     @Option(help: "Write a JSON report here.") var report: String?
     @Option(help: "Write the edited model here (GGUF; the edited tensor as F32, all else byte-identical).") var out: String?
+    @Option(help: "Write each edited model (single editing) as DIR/record-N.gguf.") var outDir: String?
 
     func validate() throws {
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
-        if out != nil && count > 1 && !sequential { throw ValidationError("--out with several edits needs --sequential (each edit is otherwise undone)") }
+        if out != nil && count > 1 && !sequential { throw ValidationError("--out with several edits needs --sequential (each edit is otherwise undone); --out-dir writes one model per edit") }
+        if let d = outDir {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: d, isDirectory: &isDir), isDir.boolValue else { throw ValidationError("--out-dir \(d) is not a directory") }
+        }
     }
 
     func run() throws {
@@ -177,6 +182,9 @@ struct Edit: ParsableCommand {
             if let b = before?.0 { row.append(("before", b.json)) }
             if let a = after { row.append(("after", a.json)) }
             rows.append(.object(row))
+            if let dir = outDir {
+                try lm.gguf.rewriter(replacing: [o.weightName: o.editedWeight]).write(to: "\(dir)/record-\(from + i).gguf", inputs: [model, edits])
+            }
             if !sequential { try lm.restoreWeight(o.weightName, o.previousInt8) }
         }
         if let path = report {

@@ -95,6 +95,21 @@ final class IntKernelTests: XCTestCase {
                 for (xi, yi) in zip(x, y) { XCTAssertEqual(yi, sat(oracleRound(Int128(xi) * Int128(m), s), bits), "x \(xi) m \(m) s \(s) \(out)") }
             }
         }
+        // Inputs below 2^31 take the unchecked per-tensor loop (and, this large, both threads):
+        // every input width against the oracle.
+        let n = 70_000
+        let small = (0..<n).map { i -> Int64 in [Int64(Int32.min), Int64(Int32.max), -1, 0, 1, -3, 3][i % 7] &+ Int64.random(in: -40000...40000, using: &rng) * Int64(i % 2) }
+        for (dt, data) in [(DType.i32, TensorData.i32(small.map { Int32(clamping: $0) })), (.i16, .i16(small.map { Int16(clamping: $0) })),
+                           (.i8, .i8(small.map { Int8(clamping: $0) }))] {
+            let xs = data.int64Values
+            for _ in 0..<4 {
+                let m = Int.random(in: -(1 << 31) + 1 ... (1 << 31) - 1, using: &rng), s = Int.random(in: 0...62, using: &rng)
+                let y = ints(try run(.rescale, [(TensorType(dt, [n]), data)], ["multiplier": .int(m), "shift": .int(s), "out": .string("i16")]))
+                for (xi, yi) in zip(xs, y) where yi != sat(oracleRound(Int128(xi) * Int128(m), s), 16) {
+                    return XCTFail("\(dt) x \(xi) m \(m) s \(s): got \(yi)")
+                }
+            }
+        }
         // Ties round toward +∞: 3/2 → 2, −3/2 → −1.
         let t = ints(try run(.rescale, [(TensorType(.i32, [2]), .i32([3, -3]))], ["multiplier": .int(1), "shift": .int(1), "out": .string("i32")]))
         XCTAssertEqual(t, [2, -1])
