@@ -50,6 +50,19 @@ public final class NPUCompiler {
         for op in f.ops {
             if let loc = op.loc, case let .float(r)? = op.attributes["range"] { opRanges[loc, default: []].append((op.kind, r)) }
         }
+        // A KV cache fed to an editing graph holds the keys and values on the grid the attention
+        // matmuls narrow them to: their calibrated ranges become the cache parameters' ranges.
+        let keys = CalibrationTable.keys(f)
+        for l in 0..<importer.config.layers {
+            let mms = f.ops.filter { $0.loc == "blk.\(l).attn" && $0.kind == .matmul }
+            guard mms.count == 2 else { continue }
+            for (which, op) in zip(["k_cache", "v_cache"], mms) {
+                if let k = keys[op.operands[1]], let r = calibration.byKey[k] { calibration.byKey["param:\(which).\(l)"] = r }
+            }
+            // The cached graph slices the attention weights in two: both halves narrow to the
+            // grid the whole would.
+            if let k = keys[mms[1].operands[0]], let r = calibration.byKey[k] { calibration.byLocation["blk.\(l).cache"] = r }
+        }
         // The host may feed any row of the table: its range is the whole table's, not the samples'.
         calibration.byKey["param:embeddings"] = embed.maxAbs()
     }

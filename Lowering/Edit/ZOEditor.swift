@@ -41,6 +41,29 @@ public struct EditLayout: Sendable {
     public var rewriteCount: Int
     public var length: Int { sequences.map(\.count).max() ?? 0 }
 
+    // Static layout: each prompt is left-padded so that every subject row sits at position C.
+    /// C: rows before the subject (the prefix the cache holds), the same for every prompt.
+    public var cacheLength: Int { subjectRows.max() ?? 0 }
+    /// Rows from the subject's last token on (the suffix every step recomputes).
+    public var suffixLength: Int { zip(sequences, subjectRows).map { $0.count - $1 }.max() ?? 0 }
+    /// Left padding of each prompt.
+    public var offsets: [Int] { subjectRows.map { cacheLength - $0 } }
+
+    /// Additive mask [copies·P, rows, first+rows] for rows `first..<first+rows` of the padded
+    /// layout: causal, padding columns hidden (a padding row sees only itself).
+    func mask(copies: Int, first: Int, rows: Int) -> [Float] {
+        let P = sequences.count, S = first + rows
+        var m = [Float](repeating: -.infinity, count: copies * P * rows * S)
+        for b in 0..<(copies * P) {
+            let o = offsets[b % P]
+            for r in 0..<rows {
+                let i = first + r
+                for j in 0...i where j >= o || j == i { m[(b * rows + r) * S + j] = 0 }
+            }
+        }
+        return m
+    }
+
     /// ROME's layout: "{prefix}. {prompt}" for each context prefix, and "{subject} is a" for KL.
     public init(_ edit: EditRequest, prefixes: [String], tokenizer: Tokenizer) throws {
         guard let subjectRange = edit.prompt.range(of: edit.subject) else {
@@ -127,7 +150,11 @@ public final class ZOEditor {
     /// |δ_i| it must represent: it sets δ's i16 grid, so it is chosen per edit (clamp · ‖v_init‖);
     /// the MLP output's own range, set by a few massive channels, would leave a perturbation only
     /// a few grid steps wide. `probe` also returns layer L's keys and values.
-    public func graph(_ layout: EditLayout, copies: Int, probe: Bool = false, deltaRange: Double? = nil) throws -> EditGraph {
+    ///
+    /// `cached` (the default): a prefix graph runs the rows before the subject once, and the graph
+    /// returned runs only the rows from the subject on, reading the prefix's keys and values.
+    /// Otherwise the graph runs every row (the reference the cached graph must match exactly).
+    public func graph(_ layout: EditLayout, copies: Int, probe: Bool = false, deltaRange: Double? = nil, cached: Bool = true) throws -> EditGraph {
         let c = try model.npuCompiler()
         guard let r = c.mlpOutputRange(layer: settings.layer) else { throw RuntimeError.badRequest("no calibrated range for layer \(settings.layer)") }
         c.setRange("param:delta", (deltaRange ?? r) / FunctionQuantizer.headroom)
@@ -137,19 +164,44 @@ public final class ZOEditor {
         if let h = c.finalResidualRange { c.setRange(location: "edit.scored", h) }
         counter += 1
         let name = "edit\(counter)_\(probe ? "probe" : "step")"
-        let P = layout.sequences.count
-        let shape = ForwardShape(batch: copies * P, seqLen: layout.length, injectLayer: settings.layer,
-                                 scored: ScoredRows(copies: copies, rows: layout.scored), probeLayer: probe ? settings.layer : nil)
+        let P = layout.sequences.count, C = layout.cacheLength
+        let useCache = cached && C > 0
+        let first = useCache ? C : 0, rows = useCache ? layout.suffixLength : C + layout.suffixLength
+        // Scored rows and the subject row in this graph's row numbering.
+        let shift = zip(layout.offsets, layout.subjectRows).map { useCache ? -$0.1 : $0.0 }
+        let scored = zip(layout.scored, shift).map { ($0.lowerBound + $1)..<($0.upperBound + $1) }
+        let shape = ForwardShape(batch: copies * P, seqLen: rows, cacheLen: first, injectLayer: settings.layer,
+                                 scored: ScoredRows(copies: copies, rows: scored), probeLayer: probe ? settings.layer : nil,
+                                 padMask: layout.mask(copies: copies, first: first, rows: rows))
         let m = try c.lower(name, shape)
         let interp = try Interpreter(module: m, constantsFrom: model.npuForwards.values.first?.interpreter)
-        return try EditGraph(interpreter: interp, name: name, layout: layout, copies: copies, model: model)
+        var cache: [String: TensorData] = [:]
+        if useCache {
+            let pname = name + "_prefix"
+            let pm = try c.lower(pname, ForwardShape(batch: P, seqLen: C, emitCache: true, padMask: layout.mask(copies: 1, first: 0, rows: C), logits: false))
+            let pi = try Interpreter(module: pm, constantsFrom: interp)
+            let f = pm.function(pname)!
+            let es = try EditGraph.scale(f.params[0].type, "@\(pname) embeddings")
+            let pad = model.tokenizer.eosID ?? 0
+            let ids = zip(layout.sequences, layout.offsets).flatMap { Array(repeating: pad, count: $1) + $0.prefix(C - $1) }
+            guard case let .f32(e) = try model.embed(ids) else { throw RuntimeError.badRequest("embedding lookup returned no f32 rows") }
+            let out = try pi.run(pname, ["embeddings": .i16(EditGraph.quantize(e, es))])
+            // Every copy reads the same prefix.
+            for (k, v) in out {
+                guard case let .i16(a) = v else { throw RuntimeError.badRequest("@\(pname) result \(k) is not i16") }
+                let key = k.replacingOccurrences(of: "k.", with: "k_cache.").replacingOccurrences(of: "v.", with: "v_cache.")
+                cache[key] = .i16(Array([[Int16]](repeating: a, count: copies).joined()))
+            }
+        }
+        return try EditGraph(interpreter: interp, name: name, layout: layout, copies: copies, model: model,
+                             first: first, rows: rows, cache: cache)
     }
 
     public func edit(_ request: EditRequest, progress: ((_ step: Int, _ loss: Double, _ minP: Double, _ relDelta: Float) -> Void)? = nil) throws -> EditOutcome {
         let start = Date()
         let s = settings, L = s.layer
         let layout = try EditLayout(request, prefixes: prefixes, tokenizer: model.tokenizer)
-        let T = layout.length, V = model.config.vocab, D = model.config.hidden
+        let V = model.config.vocab, D = model.config.hidden
         let q = s.directions
         let keysGraph = try graph(layout, copies: 1, probe: true)
         let N = layout.scored.map(\.count).reduce(0, +)
@@ -178,12 +230,13 @@ public final class ZOEditor {
         guard case let .i16(values)? = baseOut["ffn_value"], case let .i16(keys)? = baseOut["ffn_key"],
               let vs = keysGraph.valueScale, let ks = keysGraph.keyScale else { throw RuntimeError.badRequest("probe returned no keys/values") }
         let F = model.config.ffn
-        let vInit = (0..<D).map { Float(values[layout.subjectRows[0] * D + $0]) * vs }
+        let R = keysGraph.rows, srow = keysGraph.subjectRow
+        let vInit = (0..<D).map { Float(values[srow * D + $0]) * vs }
         let vNorm = vInit.reduce(0) { $0 + $1 * $1 }.squareRoot()
         // k̄: the down-projection's input at the subject row, averaged over the rewrite prompts.
         var key = [Float](repeating: 0, count: F)
         for p in 0..<layout.rewriteCount {
-            let base = (p * T + layout.subjectRows[p]) * F
+            let base = (p * R + srow) * F
             for j in 0..<F { key[j] += Float(keys[base + j]) * ks / Float(layout.rewriteCount) }
         }
 
@@ -253,50 +306,68 @@ func logSoftmax(_ row: ArraySlice<Int16>, scale: Float) -> [Double] {
 }
 
 /// A lowered editing graph bound to one edit's prompts: feeds `copies` × prompts (the same
-/// embedded prompts in every copy) with δ_c at each prompt's subject row, and returns i16 logits
-/// [copies, scored rows, V].
+/// embedded prompts, and cached prefix, in every copy) with δ_c at each prompt's subject row, and
+/// returns i16 logits [copies, scored rows, V].
 public final class EditGraph {
     public let interpreter: Interpreter
     public let name: String
     public let layout: EditLayout
     public let copies: Int
-    public let embedScale: Float, deltaScale: Float, logitScale: Float
+    public let deltaScale: Float, logitScale: Float
     public let keyScale: Float?, valueScale: Float?
+    /// The graph runs rows first..<first+rows of the padded layout; the subject row is `first`
+    /// when a cache holds the rows before it.
+    public let first: Int, rows: Int
     let hidden: Int
-    /// The prompts' embeddings on the input grid, right-padded to the static length.
-    let embedded: [Int16]
+    /// Inputs other than δ: the embedded rows and the cached keys and values.
+    var fixed: [String: TensorData]
 
-    init(interpreter: Interpreter, name: String, layout: EditLayout, copies: Int, model: LanguageModel) throws {
+    init(interpreter: Interpreter, name: String, layout: EditLayout, copies: Int, model: LanguageModel,
+         first: Int, rows: Int, cache: [String: TensorData]) throws {
         self.interpreter = interpreter; self.name = name; self.layout = layout; self.copies = copies
+        self.first = first; self.rows = rows
         hidden = model.config.hidden
         guard let f = interpreter.module.function(name) else { throw RuntimeError.noFunction(name, available: []) }
-        func scale(_ t: TensorType?) -> Float? { if case let .perTensor(s, _)? = t?.quant { return s }; return nil }
+        func param(_ n: String) -> TensorType? { f.params.first { $0.name == n }?.type }
         func result(_ n: String) -> TensorType? { f.results.first { $0.0 == n }.map { f.type(of: $0.1) } }
-        guard let es = scale(f.params.first { $0.name == "embeddings" }?.type), let ds = scale(f.params.first { $0.name == "delta" }?.type),
-              let ls = scale(result("logits")) else { throw RuntimeError.badRequest("@\(name) is not an editing graph") }
-        embedScale = es; deltaScale = ds; logitScale = ls
-        keyScale = scale(result("ffn_key")); valueScale = scale(result("ffn_value"))
-        let T = layout.length, pad = model.tokenizer.eosID ?? 0
-        guard case let .f32(e) = try model.embed(layout.sequences.flatMap { $0 + Array(repeating: pad, count: T - $0.count) }) else {
-            throw RuntimeError.badRequest("embedding lookup returned no f32 rows")
+        let es = try Self.scale(param("embeddings"), "@\(name) embeddings")
+        deltaScale = try Self.scale(param("delta"), "@\(name) delta")
+        logitScale = try Self.scale(result("logits"), "@\(name) logits")
+        keyScale = try? Self.scale(result("ffn_key"), ""); valueScale = try? Self.scale(result("ffn_value"), "")
+        let pad = model.tokenizer.eosID ?? 0
+        var ids: [Int] = []
+        for (seq, o) in zip(layout.sequences, layout.offsets) {
+            let padded = Array(repeating: pad, count: o) + seq
+            for r in first..<(first + rows) { ids.append(r < padded.count ? padded[r] : pad) }
         }
-        embedded = Self.quantize(e, es)
+        guard case let .f32(e) = try model.embed(ids) else { throw RuntimeError.badRequest("embedding lookup returned no f32 rows") }
+        let one = Self.quantize(e, es)
+        fixed = cache
+        fixed["embeddings"] = .i16(Array([[Int16]](repeating: one, count: copies).joined()))
+    }
+
+    static func scale(_ t: TensorType?, _ what: String) throws -> Float {
+        guard case let .perTensor(s, _)? = t?.quant else { throw RuntimeError.badRequest("\(what) is not a quantized tensor of an editing graph") }
+        return s
     }
 
     static func quantize(_ x: [Float], _ s: Float) -> [Int16] { x.map { Int16(clamping: Int(($0 / s).rounded())) } }
 
+    /// The subject row of every prompt in this graph's rows.
+    public var subjectRow: Int { layout.cacheLength - first }
+
     /// Runs the graph with δ_c for copy c (deltas.count must equal copies).
     public func run(_ deltas: [[Float]]) throws -> [String: TensorData] {
         guard deltas.count == copies else { throw RuntimeError.badRequest("@\(name) takes \(copies) perturbations, got \(deltas.count)") }
-        let T = layout.length, D = hidden, P = layout.sequences.count
-        var emb = [Int16](); emb.reserveCapacity(copies * embedded.count)
-        var d = [Int16](repeating: 0, count: copies * P * T * D)
+        let D = hidden, P = layout.sequences.count
+        var d = [Int16](repeating: 0, count: copies * P * rows * D)
         for (c, delta) in deltas.enumerated() {
-            emb.append(contentsOf: embedded)
             let q = Self.quantize(delta, deltaScale)
-            for p in 0..<P { let base = ((c * P + p) * T + layout.subjectRows[p]) * D; d.replaceSubrange(base..<(base + D), with: q) }
+            for p in 0..<P { let base = ((c * P + p) * rows + subjectRow) * D; d.replaceSubrange(base..<(base + D), with: q) }
         }
-        return try interpreter.run(name, ["embeddings": .i16(emb), "delta": .i16(d)])
+        var inputs = fixed
+        inputs["delta"] = .i16(d)
+        return try interpreter.run(name, inputs)
     }
 
     /// The i16 logits [copies, scored rows, V].

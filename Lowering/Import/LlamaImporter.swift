@@ -18,11 +18,21 @@ public struct ForwardShape: Hashable, Sendable {
     public var scored: ScoredRows?
     /// Float probes for editing: also return layer L's ffn_down input ("ffn_key") and output ("ffn_value").
     public var probeLayer: Int?
+    /// Editing: an additive mask [B, T, C+T] fixed at compile time (left-padded prompts). The new
+    /// rows sit at positions C..<C+T, the RoPE tables and the mask are constants, and with C > 0
+    /// the cache's scores and values are separate matmuls (at "blk.L.cache"), so every op of the
+    /// uncached graph keeps its location and ordinal, hence its calibrated range, and the cached
+    /// graph computes the same integers.
+    public var padMask: [Float]?
 
+    /// Whether the function returns logits (an editing prefix returns only its keys and values).
+    public var logits: Bool
+
+    /// A decode function (cacheLen > 0 without padMask) always returns its new keys and values.
     public init(batch: Int = 1, seqLen: Int, cacheLen: Int = 0, emitCache: Bool = false,
-                injectLayer: Int? = nil, scored: ScoredRows? = nil, probeLayer: Int? = nil) {
-        self.batch = batch; self.seqLen = seqLen; self.cacheLen = cacheLen; self.emitCache = emitCache || cacheLen > 0
-        self.injectLayer = injectLayer; self.scored = scored; self.probeLayer = probeLayer
+                injectLayer: Int? = nil, scored: ScoredRows? = nil, probeLayer: Int? = nil, padMask: [Float]? = nil, logits: Bool = true) {
+        self.batch = batch; self.seqLen = seqLen; self.cacheLen = cacheLen; self.emitCache = emitCache || (cacheLen > 0 && padMask == nil)
+        self.injectLayer = injectLayer; self.scored = scored; self.probeLayer = probeLayer; self.padMask = padMask; self.logits = logits
     }
 }
 
@@ -113,7 +123,23 @@ public final class LlamaImporter {
         let delta = shape.injectLayer.map { _ in f.param("delta", .f32([B, T, c.hidden])) }
         let cos: Value, sin: Value, mask: Value
         var caches: [(Value, Value)] = []
-        if C == 0 {
+        if let pm = shape.padMask {
+            precondition(pm.count == B * T * S, "padMask must be [B, T, C+T]")
+            let (ct, st) = RopeTables.make(positions: Array(C..<(C + T)), headDim: c.headDim, base: c.ropeBase)
+            let tag = "\(f.function.name)"
+            builder.declareConstant("rope.cos.\(tag)", .f32([T, c.headDim / 2]), .data(.f32(ct)))
+            builder.declareConstant("rope.sin.\(tag)", .f32([T, c.headDim / 2]), .data(.f32(st)))
+            builder.declareConstant("mask.\(tag)", .f32([B, 1, 1, T, S]), .data(.f32(pm)))
+            if C > 0 {
+                for l in 0..<c.layers {
+                    caches.append((f.param("k_cache.\(l)", .f32([B, c.kvHeads, C, c.headDim])),
+                                   f.param("v_cache.\(l)", .f32([B, c.kvHeads, C, c.headDim]))))
+                }
+            }
+            cos = try f.constant("rope.cos.\(tag)")
+            sin = try f.constant("rope.sin.\(tag)")
+            mask = try f.constant("mask.\(tag)")
+        } else if C == 0 {
             // Positions 0..<T: tables and the causal mask are constants of this shape.
             let (ct, st) = RopeTables.make(positions: Array(0..<T), headDim: c.headDim, base: c.ropeBase)
             builder.declareConstant("rope.cos.\(T)", .f32([T, c.headDim / 2]), .data(.f32(ct)))
@@ -135,7 +161,8 @@ public final class LlamaImporter {
         var newKV: [(Value, Value)] = []
         for l in 0..<c.layers {
             f.loc = "blk.\(l).attn"
-            let (attnOut, k, v) = try attention(f, layer: l, h, cos: cos, sin: sin, mask: mask, cache: C > 0 ? caches[l] : nil, B: B, T: T)
+            let (attnOut, k, v) = try attention(f, layer: l, h, cos: cos, sin: sin, mask: mask, cache: C > 0 ? caches[l] : nil, B: B, T: T,
+                                                split: shape.padMask != nil)
             h = try f.emit(.add, [h, attnOut])
             newKV.append((k, v))
             f.loc = "blk.\(l).ffn"
@@ -152,9 +179,10 @@ public final class LlamaImporter {
             f.loc = "edit.scored"
             h = try scoredRows(f, h, sc, T: T)
         }
-        f.loc = "head"
-        let logits = try head(f, h)
-        f.output("logits", logits)
+        if shape.logits {
+            f.loc = "head"
+            f.output("logits", try head(f, h))
+        }
         if shape.emitCache {
             for (l, kv) in newKV.enumerated() { f.output("k.\(l)", kv.0); f.output("v.\(l)", kv.1) }
         }
@@ -166,7 +194,7 @@ public final class LlamaImporter {
 
     /// Self-attention of one block; returns its output [B, T, D] and this call's keys and values [B, kvh, T, hd].
     func attention(_ f: FunctionBuilder, layer l: Int, _ x: Value, cos: Value, sin: Value, mask: Value,
-                   cache: (Value, Value)?, B: Int, T: Int) throws -> (Value, Value, Value) {
+                   cache: (Value, Value)?, B: Int, T: Int, split: Bool = false) throws -> (Value, Value, Value) {
         let c = config
         let p = "blk.\(l)."
         let hd = c.headDim, kvh = c.kvHeads, g = c.heads / c.kvHeads
@@ -183,20 +211,42 @@ public final class LlamaImporter {
         let k = try f.emit(.rope, [proj("k", heads: kvh), cos, sin], ["mode": mode])
         let v = try proj("v", heads: kvh)
         var keys = k, values = v
-        if let (kc, vc) = cache {
+        let splitCache = split ? cache : nil
+        if let (kc, vc) = cache, !split {
             keys = try f.emit(.concat, [kc, k], ["axis": .int(2)])
             values = try f.emit(.concat, [vc, v], ["axis": .int(2)])
         }
-        let S = keys.type.shape[2]
+        let C = splitCache?.0.type.shape[2] ?? 0
+        let S = keys.type.shape[2] + C
+        let attnLoc = f.loc
         // Query heads h = kv·g + j share kv head kv: group them so one matmul per kv head serves g heads.
         let qg = try f.emit(.reshape, [q], ["shape": .ints([B, kvh, g * T, hd])])
         var s = try f.emit(.matmul, [qg, keys], ["transpose_b": .bool(true)])
+        if let (kc, _) = splitCache {
+            f.loc = "blk.\(l).cache"
+            let sc = try f.emit(.matmul, [qg, kc], ["transpose_b": .bool(true)])
+            s = try f.emit(.concat, [sc, s], ["axis": .int(3)])
+            f.loc = attnLoc
+        }
         s = try f.emit(.scale, [s], ["factor": .float(1.0 / Double(hd).squareRoot())])
         s = try f.emit(.reshape, [s], ["shape": .ints([B, kvh, g, T, S])])
         s = try f.emit(.add, [s, mask])
         s = try f.emit(.softmax, [s], ["axis": .int(-1)])
         s = try f.emit(.reshape, [s], ["shape": .ints([B, kvh, g * T, S])])
+        var cached: Value?
+        if let (_, vc) = splitCache {
+            f.loc = "blk.\(l).cache"
+            let pc = try f.emit(.slice, [s], ["begin": .ints([0, 0, 0, 0]), "size": .ints([B, kvh, g * T, C])])
+            cached = try f.emit(.matmul, [pc, vc])
+            s = try f.emit(.slice, [s], ["begin": .ints([0, 0, 0, C]), "size": .ints([B, kvh, g * T, T])])
+            f.loc = attnLoc
+        }
         var a = try f.emit(.matmul, [s, values])
+        if let ca = cached {
+            f.loc = "blk.\(l).cache"
+            a = try f.emit(.add, [ca, a])
+            f.loc = attnLoc
+        }
         a = try f.emit(.reshape, [a], ["shape": .ints([B, c.heads, T, hd])])
         a = try f.emit(.transpose, [a], ["perm": .ints([0, 2, 1, 3])])
         a = try f.emit(.reshape, [a], ["shape": .ints([B, T, c.hidden])])

@@ -152,7 +152,7 @@ public struct CalibrationTable: Sendable {
     public static func keys(_ f: Function) -> [Int: String] {
         var counts: [String: Int] = [:]
         var out: [Int: String] = [:]
-        for (i, p) in f.params.enumerated() { out[i] = "param:\(p.name.split(separator: ".").first ?? "")" }
+        for (i, p) in f.params.enumerated() { out[i] = "param:\(p.name)" }
         for (i, op) in f.ops.enumerated() where op.kind != .constant {
             let loc = op.loc ?? "-"
             let n = counts[loc, default: 0]

@@ -47,35 +47,43 @@ final class EditGraphTests: XCTestCase {
         XCTAssertThrowsError(try EditLayout(r, prefixes: [], tokenizer: tok)) { e in XCTAssertTrue("\(e)".contains("target_new"), "\(e)") }
     }
 
-    /// With δ = 0 every copy of the batched graph computes exactly the int forward of its prompt:
-    /// the scored rows' logits equal the plain npu forward's, bit for bit. A δ in one copy
-    /// changes that copy only.
-    func testEditGraphWithZeroDeltaIsTheIntForward() throws {
+    /// The editing graphs on the real model:
+    /// - the uncached graph (every row, prompts left-padded so subject rows align) with δ = 0
+    ///   gives, for the prompt that needs no padding, the plain npu forward's logits bit for bit;
+    /// - the cached graph (a prefix graph once, then only the rows from the subject on) gives the
+    ///   uncached graph's logits bit for bit, with δ = 0 and with δ ≠ 0;
+    /// - a δ in one copy changes that copy only.
+    func testCachedEditGraphIsExactlyTheFullForward() throws {
         let lm = try NPUModelTests.model()
         var s = EditSettings()
         s.contextPrefixes = 1
         let editor = try ZOEditor(model: lm, settings: s)
         let layout = try EditLayout(try zsre(1), prefixes: editor.prefixes, tokenizer: lm.tokenizer)
-        let g = try editor.graph(layout, copies: 2)
+        XCTAssertGreaterThan(layout.cacheLength, 0)
+        let full = try editor.graph(layout, copies: 2, cached: false)
+        let cached = try editor.graph(layout, copies: 2)
+        XCTAssertEqual(cached.rows, layout.suffixLength)
+        XCTAssertEqual(full.rows, layout.cacheLength + layout.suffixLength)
         let D = lm.config.hidden, V = lm.config.vocab, N = layout.scored.map(\.count).reduce(0, +)
         let zero = [Float](repeating: 0, count: D)
-        let both = try g.logits([zero, zero])
+        var push = zero
+        for i in stride(from: 0, to: D, by: 7) { push[i] = Float(i % 5) - 2 }
+        let both = try full.logits([zero, zero])
         XCTAssertEqual(both.count, 2 * N * V)
         XCTAssertEqual(Array(both[0..<(N * V)]), Array(both[(N * V)...]))
-        var row = 0
-        for (p, seq) in layout.sequences.enumerated() {
-            let reference = try lm.logits(seq)
-            for t in layout.scored[p] {
-                let got = both[(row * V)..<((row + 1) * V)].map { Float($0) * g.logitScale }
-                XCTAssertEqual(got, reference[t], "prompt \(p) row \(t)")
-                row += 1
-            }
-        }
-        var push = zero
-        push[0] = 0.5 * Float(layout.length)
-        let moved = try g.logits([zero, push])
+        XCTAssertEqual(try cached.logits([zero, zero]), both)
+        let moved = try full.logits([zero, push])
         XCTAssertEqual(Array(moved[0..<(N * V)]), Array(both[0..<(N * V)]))
         XCTAssertNotEqual(Array(moved[(N * V)...]), Array(both[(N * V)...]))
+        XCTAssertEqual(try cached.logits([zero, push]), moved)
+        // The prompt with the longest prefix has no left padding: the plain forward of its tokens.
+        let p = layout.offsets.firstIndex(of: 0)!
+        let reference = try lm.logits(layout.sequences[p])
+        var row = layout.scored[..<p].map(\.count).reduce(0, +)
+        for t in layout.scored[p] {
+            XCTAssertEqual(both[(row * V)..<((row + 1) * V)].map { Float($0) * full.logitScale }, reference[t], "row \(t)")
+            row += 1
+        }
     }
 }
 
