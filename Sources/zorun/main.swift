@@ -139,6 +139,7 @@ struct Edit: ParsableCommand {
     @Option(help: "Seed of the perturbation directions.") var seed: UInt64 = EditSettings().seed
     @Flag(help: "Apply the edits one after another (default: each on a fresh model).") var sequential = false
     @Flag(help: "Score each edit before and after (rewrite, rephrase, locality, portability).") var eval = false
+    @Flag(help: "Print every step on its own line to stderr (a terminal gets a one-line display anyway).") var verbose = false
     @Option(help: "Write a JSON report here.") var report: String?
     @Option(help: "Write the edited model here (GGUF; the edited tensor as F32, all else byte-identical).") var out: String?
     @Option(help: "Write each edited model (single editing) as DIR/record-N.gguf.") var outDir: String?
@@ -167,10 +168,10 @@ struct Edit: ParsableCommand {
         for (i, r) in batch.enumerated() {
             let before = try eval ? EditScores.measure(lm, r, localityBefore: nil) : nil
             let o = try editor.edit(r) { step, loss, p, rd in
-                guard tty else { return }
-                FileHandle.standardError.write(Data("\r  edit \(i + 1)/\(batch.count) step \(step) loss \(String(format: "%.3f", loss)) min p(target) \(String(format: "%.3f", p)) ‖δ‖/‖v‖ \(String(format: "%.2f", rd))   ".utf8))
+                guard tty || verbose else { return }
+                FileHandle.standardError.write(Data("\(verbose ? "" : "\r")  edit \(i + 1)/\(batch.count) step \(step) loss \(String(format: "%.3f", loss)) min p(target) \(String(format: "%.3f", p)) ‖δ‖/‖v‖ \(String(format: "%.2f", rd))\(verbose ? "\n" : "   ")".utf8))
             }
-            if tty { FileHandle.standardError.write(Data("\n".utf8)) }
+            if tty && !verbose { FileHandle.standardError.write(Data("\n".utf8)) }
             edited[o.weightName] = o.editedWeight
             let after = try before.map { try EditScores.measure(lm, r, localityBefore: $0.1).0 }
             print("[\(from + i)] \(r.prompt.debugDescription) → \(r.targetNew.debugDescription): steps \(o.steps), evaluations \(o.evaluations), stopped early \(o.stoppedEarly), min p(target) \(String(format: "%.3f", o.minTargetProbability)) → \(String(format: "%.3f", o.minTargetProbabilityAfterUpdate)) after the update, ‖δ‖/‖v‖ \(String(format: "%.2f", o.deltaNorm / o.valueNorm)), clipped \(o.clippedWeights), \(String(format: "%.1f", o.seconds)) s")
