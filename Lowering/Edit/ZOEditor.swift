@@ -177,24 +177,38 @@ public final class ZOEditor {
         let interp = try Interpreter(module: m, constantsFrom: model.npuForwards.values.first?.interpreter)
         var cache: [String: TensorData] = [:]
         if useCache {
-            let pname = name + "_prefix"
-            let pm = try c.lower(pname, ForwardShape(batch: P, seqLen: C, emitCache: true, padMask: layout.mask(copies: 1, first: 0, rows: C), logits: false))
-            let pi = try Interpreter(module: pm, constantsFrom: interp)
-            let f = pm.function(pname)!
-            let es = try EditGraph.scale(f.params[0].type, "@\(pname) embeddings")
-            let pad = model.tokenizer.eosID ?? 0
-            let ids = zip(layout.sequences, layout.offsets).flatMap { Array(repeating: pad, count: $1) + $0.prefix(C - $1) }
-            guard case let .f32(e) = try model.embed(ids) else { throw RuntimeError.badRequest("embedding lookup returned no f32 rows") }
-            let out = try pi.run(pname, ["embeddings": .i16(EditGraph.quantize(e, es))])
-            // Every copy reads the same prefix.
-            for (k, v) in out {
-                guard case let .i16(a) = v else { throw RuntimeError.badRequest("@\(pname) result \(k) is not i16") }
-                let key = k.replacingOccurrences(of: "k.", with: "k_cache.").replacingOccurrences(of: "v.", with: "v_cache.")
-                cache[key] = .i16(Array([[Int16]](repeating: a, count: copies).joined()))
-            }
+            // Every copy reads the same prefix; one edit's graphs share one run of it.
+            for (k, a) in try prefix(layout) { cache[k] = .i16(Array([[Int16]](repeating: a, count: copies).joined())) }
         }
         return try EditGraph(interpreter: interp, name: name, layout: layout, copies: copies, model: model,
                              first: first, rows: rows, cache: cache)
+    }
+
+    /// The last layout's prefix keys and values ("k_cache.l"/"v_cache.l", [P, kvh, C, hd]).
+    private var prefixCache: (sequences: [[Int]], out: [String: [Int16]])?
+
+    /// Runs the prefix graph of `layout` (the C rows before the subject), once per layout.
+    func prefix(_ layout: EditLayout) throws -> [String: [Int16]] {
+        if let p = prefixCache, p.sequences == layout.sequences { return p.out }
+        let c = try model.npuCompiler()
+        let P = layout.sequences.count, C = layout.cacheLength
+        counter += 1
+        let pname = "edit\(counter)_prefix"
+        let pm = try c.lower(pname, ForwardShape(batch: P, seqLen: C, emitCache: true, padMask: layout.mask(copies: 1, first: 0, rows: C), logits: false))
+        let pi = try Interpreter(module: pm, constantsFrom: model.npuForwards.values.first?.interpreter)
+        let f = pm.function(pname)!
+        let es = try EditGraph.scale(f.params[0].type, "@\(pname) embeddings")
+        let pad = model.tokenizer.eosID ?? 0
+        let ids = zip(layout.sequences, layout.offsets).flatMap { Array(repeating: pad, count: $1) + $0.prefix(C - $1) }
+        guard case let .f32(e) = try model.embed(ids) else { throw RuntimeError.badRequest("embedding lookup returned no f32 rows") }
+        let out = try pi.run(pname, ["embeddings": .i16(EditGraph.quantize(e, es))])
+        var result: [String: [Int16]] = [:]
+        for (k, v) in out {
+            guard case let .i16(a) = v else { throw RuntimeError.badRequest("@\(pname) result \(k) is not i16") }
+            result[k.replacingOccurrences(of: "k.", with: "k_cache.").replacingOccurrences(of: "v.", with: "v_cache.")] = a
+        }
+        prefixCache = (layout.sequences, result)
+        return result
     }
 
     public func edit(_ request: EditRequest, progress: ((_ step: Int, _ loss: Double, _ minP: Double, _ relDelta: Float) -> Void)? = nil) throws -> EditOutcome {
@@ -289,6 +303,7 @@ public final class ZOEditor {
         let edited = update.applied(to: w)
         guard let previous = try model.int8Weight(wname) else { throw RuntimeError.missingConstantData(wname + ".i8") }
         let clipped = try model.replaceWeight(wname, edited, also: [probe.interpreter, step.interpreter])
+        prefixCache = nil  // computed with the weights before this edit
         let (after, _) = try runProbe(probe, zero)
         return EditOutcome(steps: steps, evaluations: steps * 2 * q, stoppedEarly: stopped, minTargetProbability: pmin,
                            minTargetProbabilityAfterUpdate: minTargetProbability(after, copy: 0, scale: probe.logitScale),
