@@ -9,6 +9,8 @@ public final class Interpreter {
     private var constants: [String: TensorData] = [:]
     private var plans: [String: Plan] = [:]
     private var pool = BufferPool()
+    /// Seconds spent per op kind and output dtype, when profiling is on (`profile = [:]`).
+    public var profile: [String: Double]?
 
     /// Per-function facts computed once: where each value is last used.
     struct Plan {
@@ -97,7 +99,11 @@ public final class Interpreter {
             let operands = op.operands.map { values[$0]! }
             let types = op.operands.map { f.type(of: $0) }
             do {
+                let t0 = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
                 values[id] = try execute(op, operands, types)
+                if profile != nil {
+                    profile!["\(op.kind.rawValue) \(op.type.dtype.rawValue)", default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                }
                 if let o = observe { o(id, values[id]!) }
             } catch let e as KernelError {
                 throw RuntimeError.unsupported(function: f.name, value: id, op: op.kind.rawValue, reason: e.message)
@@ -133,7 +139,7 @@ public final class Interpreter {
             return .i64(IntKernels.matmul(try IntKernels.int16s(x[0]), t[0], try IntKernels.int16s(x[1]), transposeB: tb, out: op.type))
         case .add, .sub, .mul:
             if isFloat { return .f32(FloatKernels.binary(op.kind, try f32(x[0]), t[0].shape, try f32(x[1]), t[1].shape, out: op.type.shape)) }
-            return IntKernels.binary(op.kind, IntKernels.widen(x[0]), t[0].shape, IntKernels.widen(x[1]), t[1].shape, out: op.type)
+            return IntKernels.binary(op.kind, x[0], t[0].shape, x[1], t[1].shape, out: op.type)
         case .scale:
             let factor = Float(try at.float("factor"))
             return .f32(FloatKernels.map(try f32(x[0]), pool: &pool) { $0 * factor })

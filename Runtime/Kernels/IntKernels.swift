@@ -67,50 +67,80 @@ enum IntKernels {
     }
 
     /// Batched c[b, m, n] = Σ_k a[b, m, k] · b[b, k, n] (or b[b, n, k]), exact: each i16 product
-    /// fits in Int32 and the sum is kept in Int64. B is laid out [n, k] first, so every output is a
-    /// contiguous dot product.
+    /// fits in Int32 and the sum is kept in Int64 (CKernels). Batches split between the cores.
     static func matmul(_ a: [Int16], _ at: TensorType, _ b: [Int16], transposeB: Bool, out: TensorType) -> [Int64] {
         let m = at.shape[at.rank - 2], k = at.shape[at.rank - 1], n = out.shape[out.rank - 1]
-        let batches = at.elementCount / (m * k)
-        var bt = b
-        if !transposeB {
-            bt = [Int16](unsafeUninitializedCapacity: b.count) { buf, count in
-                for t in 0..<batches { for l in 0..<k { for j in 0..<n { buf[t * k * n + j * k + l] = b[t * k * n + l * n + j] } } }
-                count = b.count
-            }
-        }
+        let batches = at.elementCount / max(m * k, 1)
         var c = [Int64](repeating: 0, count: out.elementCount)
+        guard m * k > 0 else { return c }
+        let parts = batches * m * n * k >= 1 << 18 && batches >= 2 ? min(Threads.count, batches) : 1
         a.withUnsafeBufferPointer { ap in
-            bt.withUnsafeBufferPointer { bp in
+            b.withUnsafeBufferPointer { bp in
                 c.withUnsafeMutableBufferPointer { cp in
-                    for t in 0..<batches {
-                        let A = ap.baseAddress! + t * m * k, Bm = bp.baseAddress! + t * k * n, C = cp.baseAddress! + t * m * n
-                        for i in 0..<m {
-                            let ai = A + i * k
-                            for j in 0..<n {
-                                let bj = Bm + j * k
-                                var acc: Int64 = 0
-                                for l in 0..<k { acc &+= Int64(Int32(ai[l]) &* Int32(bj[l])) }
-                                C[i * n + j] = acc
-                            }
-                        }
+                    func part(_ p: Int) {
+                        let t0 = batches * p / parts, t1 = batches * (p + 1) / parts
+                        zo_matmul_i16(ap.baseAddress! + t0 * m * k, bp.baseAddress! + t0 * k * n, Int32(t1 - t0), Int32(m), Int32(k), Int32(n),
+                                      transposeB ? 1 : 0, cp.baseAddress! + t0 * m * n)
                     }
+                    if parts == 1 { part(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: part) }
                 }
             }
         }
         return c
     }
 
-    /// add/sub/mul with numpy broadcasting, exact in Int64, then saturated to the result type.
-    /// (Operands are at most i32 for mul into i64, so the products fit; i64 products saturate.)
-    static func binary(_ kind: OpKind, _ a: [Int64], _ ashape: [Int], _ b: [Int64], _ bshape: [Int], out: TensorType) -> TensorData {
-        let f: (Int64, Int64) -> Int64
-        switch kind {
-        case .add: f = { let (r, o) = $0.addingReportingOverflow($1); return o ? ($1 > 0 ? .max : .min) : r }
-        case .sub: f = { let (r, o) = $0.subtractingReportingOverflow($1); return o ? ($1 < 0 ? .max : .min) : r }
-        default: f = { let (r, o) = $0.multipliedReportingOverflow(by: $1); return o ? (($0 < 0) != ($1 < 0) ? .min : .max) : r }
+    /// add/sub/mul with numpy broadcasting, exact in Int64 (saturating there), then saturated to
+    /// the result type (CKernels; each operand read in its own width). Large results are split
+    /// between the cores along their outermost axis.
+    static func binary(_ kind: OpKind, _ a: TensorData, _ ashape: [Int], _ b: TensorData, _ bshape: [Int], out: TensorType) -> TensorData {
+        let op: Int32 = kind == .add ? 0 : kind == .sub ? 1 : 2
+        let (shape, sa, sb) = Broadcast.layout(ashape, bshape, out: out.shape)
+        let count = out.elementCount
+        let outBits = out.dtype == .f32 ? 64 : out.dtype.byteSize * 8
+        func run(_ ap: UnsafeRawPointer, _ abits: Int, _ bp: UnsafeRawPointer, _ bbits: Int, _ y: UnsafeMutableRawPointer) {
+            let parts = count >= 1 << 16 && shape[0] >= 2 ? min(Threads.count, shape[0]) : 1
+            let inner = count / shape[0]
+            func part(_ p: Int) {
+                let r0 = shape[0] * p / parts, r1 = shape[0] * (p + 1) / parts
+                var sh = shape
+                sh[0] = r1 - r0
+                guard sh[0] > 0 else { return }
+                zo_binary(op, ap + r0 * sa[0] * abits / 8, Int32(abits), bp + r0 * sb[0] * bbits / 8, Int32(bbits), Int32(sh.count),
+                          sh, sa, sb, Int32(outBits), y + r0 * inner * outBits / 8)
+            }
+            if parts == 1 { part(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: part) }
         }
-        return narrow(Broadcast.apply(a, ashape, b, bshape, out: out.shape, f), to: out.dtype)
+        return makeInteger(out.dtype, count: count) { y in
+            withIntegerBytes(a) { ap, abits in withIntegerBytes(b) { bp, bbits in run(ap, abits, bp, bbits, y) } }
+        }
+    }
+
+    /// The bytes of integer data and its element width in bits (f32 is read as Int64 values).
+    static func withIntegerBytes<R>(_ d: TensorData, _ body: (UnsafeRawPointer, Int) -> R) -> R {
+        switch d {
+        case let .i8(a): return a.withUnsafeBytes { body($0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, 8) }
+        case let .i8View(v): return body(UnsafeRawPointer(v.buffer.baseAddress ?? UnsafePointer(bitPattern: 1)!), 8)
+        case let .i16(a): return a.withUnsafeBytes { body($0.baseAddress ?? UnsafeRawPointer(bitPattern: 2)!, 16) }
+        case let .i32(a): return a.withUnsafeBytes { body($0.baseAddress ?? UnsafeRawPointer(bitPattern: 4)!, 32) }
+        case let .i64(a): return a.withUnsafeBytes { body($0.baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, 64) }
+        case .f32: return widen(d).withUnsafeBytes { body($0.baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, 64) }
+        }
+    }
+
+    /// A new integer tensor of `dtype` (f32 results are produced as i64) written by `fill`.
+    static func makeInteger(_ dtype: DType, count: Int, _ fill: (UnsafeMutableRawPointer) -> Void) -> TensorData {
+        func make<T>(_: T.Type) -> [T] {
+            [T](unsafeUninitializedCapacity: count) { buf, n in
+                if count > 0 { fill(UnsafeMutableRawPointer(buf.baseAddress!)) }
+                n = count
+            }
+        }
+        switch dtype {
+        case .i8: return .i8(make(Int8.self))
+        case .i16: return .i16(make(Int16.self))
+        case .i32: return .i32(make(Int32.self))
+        default: return .i64(make(Int64.self))
+        }
     }
 
     /// y = saturate(round(x · m / 2^s)) per tensor or per index of the last axis (CKernels), the
@@ -119,38 +149,18 @@ enum IntKernels {
         let width = multipliers.count > 1 ? lastDim : 1
         let m = multipliers.map(Int64.init), s = shifts.map(Int32.init)
         let count = d.count
-        let outBits = Int32(out == .f32 ? 64 : out.byteSize * 8)
-        func run(_ x: UnsafeRawPointer, inBits: Int32, _ y: UnsafeMutableRawPointer) {
-            let rows = count / max(width, 1)
-            let parts = count >= 1 << 16 && rows >= 2 ? min(Threads.count, rows) : 1
-            let inBytes = Int(inBits / 8), outBytes = Int(outBits / 8)
-            func part(_ p: Int) {
-                let r0 = rows * p / parts, r1 = rows * (p + 1) / parts
-                zo_rescale(x + r0 * width * inBytes, inBits, (r1 - r0) * width, Int32(width), m, s, outBits, y + r0 * width * outBytes)
-            }
-            if parts == 1 { part(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: part) }
-        }
-        func make<T>(_: T.Type) -> [T] {
-            [T](unsafeUninitializedCapacity: count) { buf, n in
-                if count > 0 {
-                    let y = UnsafeMutableRawPointer(buf.baseAddress!)
-                    switch d {
-                    case let .i8(a): a.withUnsafeBytes { run($0.baseAddress!, inBits: 8, y) }
-                    case let .i8View(v): run(UnsafeRawPointer(v.buffer.baseAddress!), inBits: 8, y)
-                    case let .i16(a): a.withUnsafeBytes { run($0.baseAddress!, inBits: 16, y) }
-                    case let .i32(a): a.withUnsafeBytes { run($0.baseAddress!, inBits: 32, y) }
-                    case let .i64(a): a.withUnsafeBytes { run($0.baseAddress!, inBits: 64, y) }
-                    case .f32: widen(d).withUnsafeBytes { run($0.baseAddress!, inBits: 64, y) }
-                    }
+        let outBits = out == .f32 ? 64 : out.byteSize * 8
+        return makeInteger(out, count: count) { y in
+            withIntegerBytes(d) { x, inBits in
+                let rows = count / max(width, 1)
+                let parts = count >= 1 << 16 && rows >= 2 ? min(Threads.count, rows) : 1
+                func part(_ p: Int) {
+                    let r0 = rows * p / parts, r1 = rows * (p + 1) / parts
+                    zo_rescale(x + r0 * width * inBits / 8, Int32(inBits), (r1 - r0) * width, Int32(width), m, s, Int32(outBits),
+                               y + r0 * width * outBits / 8)
                 }
-                n = count
+                if parts == 1 { part(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: part) }
             }
-        }
-        switch out {
-        case .i8: return .i8(make(Int8.self))
-        case .i16: return .i16(make(Int16.self))
-        case .i32: return .i32(make(Int32.self))
-        default: return .i64(make(Int64.self))
         }
     }
 
@@ -188,15 +198,50 @@ enum IntKernels {
     }
 
     static func reduceSum(_ x: [Int64], _ shape: [Int], axis: Int) -> [Int64] {
-        Reduction.apply(x, shape, axis: axis, initial: 0) { acc, v in
-            let (r, o) = acc.addingReportingOverflow(v)
-            return o ? (v > 0 ? .max : .min) : r
+        let len = shape[axis], inner = shape[(axis + 1)...].reduce(1, *)
+        let outer = x.count / max(len * inner, 1)
+        var out = [Int64](repeating: 0, count: outer * inner)
+        x.withUnsafeBufferPointer { xp in
+            out.withUnsafeMutableBufferPointer { op in
+                for o in 0..<outer {
+                    for j in 0..<len {
+                        let base = (o * len + j) * inner
+                        for i in 0..<inner {
+                            let (r, over) = op[o * inner + i].addingReportingOverflow(xp[base + i])
+                            op[o * inner + i] = over ? (xp[base + i] > 0 ? .max : .min) : r
+                        }
+                    }
+                }
+            }
         }
+        return out
     }
 }
 
 /// numpy broadcasting of a binary function, with fast paths for equal shapes and a trailing operand.
 enum Broadcast {
+    /// The result's shape with both operands' element strides (0 on broadcast axes), size-1 axes
+    /// dropped and adjacent axes merged where both operands run on contiguously (rank ≥ 1).
+    static func layout(_ ashape: [Int], _ bshape: [Int], out: [Int]) -> (shape: [Int], sa: [Int], sb: [Int]) {
+        let r = out.count
+        func bstrides(_ s: [Int]) -> [Int] {
+            let padded = [Int](repeating: 1, count: r - s.count) + s
+            let st = strides(of: padded)
+            return (0..<r).map { padded[$0] == 1 ? 0 : st[$0] }
+        }
+        let fa = bstrides(ashape), fb = bstrides(bshape)
+        var shape: [Int] = [], sa: [Int] = [], sb: [Int] = []
+        for d in 0..<r where out[d] != 1 {
+            if let n = shape.last, sa.last! == fa[d] * out[d], sb.last! == fb[d] * out[d] {
+                shape[shape.count - 1] = n * out[d]; sa[sa.count - 1] = fa[d]; sb[sb.count - 1] = fb[d]
+            } else {
+                shape.append(out[d]); sa.append(fa[d]); sb.append(fb[d])
+            }
+        }
+        if shape.isEmpty { return ([1], [0], [0]) }
+        return (shape, sa, sb)
+    }
+
     static func apply<T, R>(_ a: [T], _ ashape: [Int], _ b: [T], _ bshape: [Int], out: [Int], _ f: (T, T) -> R) -> [R] {
         let n = out.reduce(1, *)
         if ashape == out && bshape == out { return (0..<n).map { f(a[$0], b[$0]) } }

@@ -54,19 +54,36 @@ enum ShapeKernels {
         }
     }
 
+    /// Copies contiguous runs: the trailing axes taken whole join the innermost run, and an
+    /// odometer walks the outer axes.
     struct Slice: ElementTransform {
         let shape: [Int], begin: [Int], size: [Int]
         func callAsFunction<T>(_ x: [T]) -> [T] {
-            let st = strides(of: shape), ost = strides(of: size)
             let count = size.reduce(1, *)
-            var out = [T]()
-            out.reserveCapacity(count)
-            for i in 0..<count {
-                var rem = i, src = 0
-                for d in 0..<shape.count { let q = rem / ost[d]; rem -= q * ost[d]; src += (begin[d] + q) * st[d] }
-                out.append(x[src])
+            guard count > 0 else { return [] }
+            let st = strides(of: shape)
+            // The innermost axis not taken whole ends the contiguous run.
+            var d = shape.count - 1
+            while d > 0 && size[d] == shape[d] { d -= 1 }
+            let run = size[d] * st[d]
+            let outer = count / run
+            var idx = [Int](repeating: 0, count: d)
+            var src = zip(begin, st).reduce(0) { $0 + $1.0 * $1.1 }
+            return [T](unsafeUninitializedCapacity: count) { buf, n in
+                x.withUnsafeBufferPointer { xp in
+                    for o in 0..<outer {
+                        (buf.baseAddress! + o * run).initialize(from: xp.baseAddress! + src, count: run)
+                        var a = d - 1
+                        while a >= 0 {
+                            idx[a] += 1; src += st[a]
+                            if idx[a] < size[a] { break }
+                            src -= st[a] * size[a]; idx[a] = 0
+                            a -= 1
+                        }
+                    }
+                }
+                n = count
             }
-            return out
         }
     }
 
@@ -87,11 +104,18 @@ enum ShapeKernels {
         // For each outer index, each operand's contiguous chunk in turn.
         let outer = shapes[0][..<axis].reduce(1, *)
         let chunks = shapes.map { $0[axis...].reduce(1, *) }
+        let total = chunks.reduce(0, +) * outer
         func join<T>(_ arrays: [[T]]) -> [T] {
-            var out = [T]()
-            out.reserveCapacity(arrays.reduce(0) { $0 + $1.count })
-            for o in 0..<outer { for (a, c) in zip(arrays, chunks) { out.append(contentsOf: a[(o * c)..<((o + 1) * c)]) } }
-            return out
+            [T](unsafeUninitializedCapacity: total) { buf, n in
+                var start = 0
+                for (a, c) in zip(arrays, chunks) {
+                    if c > 0 { a.withUnsafeBufferPointer { ap in
+                        for o in 0..<outer { (buf.baseAddress! + o * (total / max(outer, 1)) + start).initialize(from: ap.baseAddress! + o * c, count: c) }
+                    } }
+                    start += c
+                }
+                n = total
+            }
         }
         func all<T>(_ get: (TensorData) -> [T]?) -> [[T]] { xs.map { get($0.owned) ?? [] } }
         switch xs[0].owned {

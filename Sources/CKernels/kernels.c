@@ -150,30 +150,40 @@ static inline int64_t rescale_one(int64_t x, int64_t m, int s) {
     return (int64_t)v;
 }
 
-// One loop per (input type, output type). A per-tensor rescale whose inputs are small enough
-// that x·m + 2^(s−1) cannot overflow 64 bits (checked once) runs without per-element checks.
+// One loop per (input type, output type). When every |x| and every |m| is below 2^31 (checked
+// once per call), x·m + 2^(s−1) cannot overflow 64 bits and the loop runs without checks.
 #define ZO_RESCALE_LOOP(TI, TO, LO, HI)                                                         \
     do {                                                                                        \
         const TI *in = (const TI *)x;                                                           \
         TO *o = (TO *)y;                                                                        \
-        if (width == 1) {                                                                       \
-            const int64_t mm = m[0];                                                            \
-            const int sh = s[0];                                                                \
-            uint64_t mx = 0;                                                                    \
-            for (long i = 0; i < count; i++) {                                                  \
-                int64_t v = in[i];                                                              \
-                uint64_t a = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;                   \
-                mx = a > mx ? a : mx;                                                           \
-            }                                                                                   \
-            uint64_t am = mm < 0 ? (uint64_t)0 - (uint64_t)mm : (uint64_t)mm;                   \
-            if (mx < ((uint64_t)1 << 31) && am < ((uint64_t)1 << 31)) {                         \
+        uint64_t mx = 0, am = 0;                                                                \
+        for (long i = 0; i < count; i++) {                                                      \
+            int64_t v = in[i];                                                                  \
+            uint64_t a = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;                       \
+            mx = a > mx ? a : mx;                                                               \
+        }                                                                                       \
+        for (int c = 0; c < width; c++) {                                                       \
+            uint64_t a = m[c] < 0 ? (uint64_t)0 - (uint64_t)m[c] : (uint64_t)m[c];              \
+            am = a > am ? a : am;                                                               \
+        }                                                                                       \
+        if (mx < ((uint64_t)1 << 31) && am < ((uint64_t)1 << 31)) {                             \
+            if (width == 1) {                                                                   \
+                const int64_t mm = m[0];                                                        \
+                const int sh = s[0];                                                            \
                 const int64_t half = sh > 0 ? (int64_t)1 << (sh - 1) : 0;                       \
                 for (long i = 0; i < count; i++) {                                              \
                     int64_t v = ((int64_t)in[i] * mm + half) >> sh;                             \
                     o[i] = (TO)(v < (LO) ? (LO) : v > (HI) ? (HI) : v);                         \
                 }                                                                               \
-                break;                                                                          \
+            } else {                                                                            \
+                for (long base = 0; base < count; base += width)                                \
+                    for (int c = 0; c < width; c++) {                                           \
+                        const int sh = s[c];                                                    \
+                        int64_t v = ((int64_t)in[base + c] * m[c] + (sh > 0 ? (int64_t)1 << (sh - 1) : 0)) >> sh; \
+                        o[base + c] = (TO)(v < (LO) ? (LO) : v > (HI) ? (HI) : v);              \
+                    }                                                                           \
             }                                                                                   \
+            break;                                                                              \
         }                                                                                       \
         for (long base = 0; base < count; base += width)                                        \
             for (int c = 0; c < width; c++) {                                                   \
@@ -198,4 +208,151 @@ void zo_rescale(const void *x, int in_bits, long count, int width, const int64_t
     case 32: ZO_RESCALE_OUT(int32_t); break;
     default: ZO_RESCALE_OUT(int64_t); break;
     }
+}
+
+// ---- Elementwise add/sub/mul -------------------------------------------------------------
+// Plain loops written once and compiled twice (AVX2 and baseline): the compiler vectorizes
+// them; the integers do not depend on which copy runs.
+
+#define ZO_CHUNK 512
+
+// Reads n elements of `bits` width with stride `st` (0: one value repeated) into int64.
+static inline __attribute__((always_inline)) void load_i64(const void *p, int bits, long st, long n, int64_t *t) {
+    switch (bits) {
+    case 8: { const int8_t *q = p; for (long i = 0; i < n; i++) t[i] = q[i * st]; break; }
+    case 16: { const int16_t *q = p; for (long i = 0; i < n; i++) t[i] = q[i * st]; break; }
+    case 32: { const int32_t *q = p; for (long i = 0; i < n; i++) t[i] = q[i * st]; break; }
+    default: { const int64_t *q = p; for (long i = 0; i < n; i++) t[i] = q[i * st]; break; }
+    }
+}
+
+// Writes n int64 values saturated to `bits` width.
+static inline __attribute__((always_inline)) void store_sat(const int64_t *t, long n, int bits, void *p) {
+    switch (bits) {
+    case 8: { int8_t *q = p; for (long i = 0; i < n; i++) q[i] = (int8_t)(t[i] < INT8_MIN ? INT8_MIN : t[i] > INT8_MAX ? INT8_MAX : t[i]); break; }
+    case 16: { int16_t *q = p; for (long i = 0; i < n; i++) q[i] = (int16_t)(t[i] < INT16_MIN ? INT16_MIN : t[i] > INT16_MAX ? INT16_MAX : t[i]); break; }
+    case 32: { int32_t *q = p; for (long i = 0; i < n; i++) q[i] = (int32_t)(t[i] < INT32_MIN ? INT32_MIN : t[i] > INT32_MAX ? INT32_MAX : t[i]); break; }
+    default: { int64_t *q = p; for (long i = 0; i < n; i++) q[i] = t[i]; break; }
+    }
+}
+
+static inline __attribute__((always_inline)) int64_t sat_add(int64_t a, int64_t b) {
+    int64_t r; if (__builtin_add_overflow(a, b, &r)) return b > 0 ? INT64_MAX : INT64_MIN; return r;
+}
+static inline __attribute__((always_inline)) int64_t sat_sub(int64_t a, int64_t b) {
+    int64_t r; if (__builtin_sub_overflow(a, b, &r)) return b < 0 ? INT64_MAX : INT64_MIN; return r;
+}
+static inline __attribute__((always_inline)) int64_t sat_mul(int64_t a, int64_t b) {
+    int64_t r; if (__builtin_mul_overflow(a, b, &r)) return (a < 0) != (b < 0) ? INT64_MIN : INT64_MAX; return r;
+}
+
+// One row: y[i] = a[i·sa] op b[i·sb] for i < n.
+static inline __attribute__((always_inline)) void binary_row(int op, int narrow, const void *a, int abits, long sa,
+                                                            const void *b, int bbits, long sb, long n, int obits, void *y) {
+    int64_t ta[ZO_CHUNK], tb[ZO_CHUNK];
+    const int ab = abits / 8, bb = bbits / 8, ob = obits / 8;
+    for (long s = 0; s < n; s += ZO_CHUNK) {
+        long c = n - s < ZO_CHUNK ? n - s : ZO_CHUNK;
+        load_i64((const char *)a + s * sa * ab, abits, sa, c, ta);
+        load_i64((const char *)b + s * sb * bb, bbits, sb, c, tb);
+        if (narrow) {
+            // Both operands of at most 32 bits: no 64-bit sum or product can overflow.
+            if (op == 0) for (long i = 0; i < c; i++) ta[i] += tb[i];
+            else if (op == 1) for (long i = 0; i < c; i++) ta[i] -= tb[i];
+            else for (long i = 0; i < c; i++) ta[i] *= tb[i];
+        } else {
+            if (op == 0) for (long i = 0; i < c; i++) ta[i] = sat_add(ta[i], tb[i]);
+            else if (op == 1) for (long i = 0; i < c; i++) ta[i] = sat_sub(ta[i], tb[i]);
+            else for (long i = 0; i < c; i++) ta[i] = sat_mul(ta[i], tb[i]);
+        }
+        store_sat(ta, c, obits, (char *)y + s * ob);
+    }
+}
+
+static inline __attribute__((always_inline)) void binary_body(int op, const void *a, int abits, const void *b, int bbits, int rank,
+                                                             const long *shape, const long *sa, const long *sb, int obits, void *y) {
+    const int narrow = abits <= 32 && bbits <= 32;
+    const long n = shape[rank - 1], ia = sa[rank - 1], ib = sb[rank - 1];
+    long rows = 1;
+    for (int d = 0; d < rank - 1; d++) rows *= shape[d];
+    long idx[8] = {0}, oa = 0, ob = 0;
+    const int ab = abits / 8, bb = bbits / 8, yb = obits / 8;
+    for (long r = 0; r < rows; r++) {
+        binary_row(op, narrow, (const char *)a + oa * ab, abits, ia, (const char *)b + ob * bb, bbits, ib, n, obits, (char *)y + r * n * yb);
+        for (int d = rank - 2; d >= 0; d--) {
+            idx[d]++; oa += sa[d]; ob += sb[d];
+            if (idx[d] < shape[d]) break;
+            oa -= sa[d] * shape[d]; ob -= sb[d] * shape[d]; idx[d] = 0;
+        }
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2")))
+static void binary_avx2(int op, const void *a, int abits, const void *b, int bbits, int rank,
+                        const long *shape, const long *sa, const long *sb, int obits, void *y) {
+    binary_body(op, a, abits, b, bbits, rank, shape, sa, sb, obits, y);
+}
+#endif
+
+static void binary_portable(int op, const void *a, int abits, const void *b, int bbits, int rank,
+                            const long *shape, const long *sa, const long *sb, int obits, void *y) {
+    binary_body(op, a, abits, b, bbits, rank, shape, sa, sb, obits, y);
+}
+
+void zo_binary(int op, const void *a, int abits, const void *b, int bbits, int rank,
+               const long *shape, const long *sa, const long *sb, int obits, void *y) {
+#if defined(__x86_64__)
+    if (zo_has_avx2()) { binary_avx2(op, a, abits, b, bbits, rank, shape, sa, sb, obits, y); return; }
+#endif
+    binary_portable(op, a, abits, b, bbits, rank, shape, sa, sb, obits, y);
+}
+
+// ---- Batched i16 matmul ------------------------------------------------------------------
+// c[t][i][j] = sum_l a[t][i][l] * b[t][l][j] (or b[t][j][l] when transposed), each product exact
+// in int32 and the sum in int64.
+
+static inline __attribute__((always_inline)) void matmul_body(const int16_t *a, const int16_t *b, int batches, int m, int k, int n,
+                                                             int transpose_b, int64_t *c) {
+    for (int t = 0; t < batches; t++) {
+        const int16_t *A = a + (size_t)t * m * k, *B = b + (size_t)t * k * n;
+        int64_t *C = c + (size_t)t * m * n;
+        for (int i = 0; i < m; i++) {
+            const int16_t *ai = A + (size_t)i * k;
+            int64_t *ci = C + (size_t)i * n;
+            if (transpose_b) {
+                for (int j = 0; j < n; j++) {
+                    const int16_t *bj = B + (size_t)j * k;
+                    int64_t acc = 0;
+                    for (int l = 0; l < k; l++) acc += (int32_t)ai[l] * (int32_t)bj[l];
+                    ci[j] = acc;
+                }
+            } else {
+                for (int j = 0; j < n; j++) ci[j] = 0;
+                for (int l = 0; l < k; l++) {
+                    const int32_t x = ai[l];
+                    const int16_t *bl = B + (size_t)l * n;
+                    for (int j = 0; j < n; j++) ci[j] += x * (int32_t)bl[j];
+                }
+            }
+        }
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx2")))
+static void matmul_avx2(const int16_t *a, const int16_t *b, int batches, int m, int k, int n, int transpose_b, int64_t *c) {
+    matmul_body(a, b, batches, m, k, n, transpose_b, c);
+}
+#endif
+
+static void matmul_portable(const int16_t *a, const int16_t *b, int batches, int m, int k, int n, int transpose_b, int64_t *c) {
+    matmul_body(a, b, batches, m, k, n, transpose_b, c);
+}
+
+void zo_matmul_i16(const int16_t *a, const int16_t *b, int batches, int m, int k, int n, int transpose_b, int64_t *c) {
+#if defined(__x86_64__)
+    if (zo_has_avx2()) { matmul_avx2(a, b, batches, m, k, n, transpose_b, c); return; }
+#endif
+    matmul_portable(a, b, batches, m, k, n, transpose_b, c);
 }

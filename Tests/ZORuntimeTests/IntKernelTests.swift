@@ -182,6 +182,47 @@ final class IntKernelTests: XCTestCase {
         } } }
     }
 
+    /// Sizes past the thresholds where the kernels split work between cores, broadcasting on
+    /// inner and outer axes, mixed operand widths.
+    func testLargeBroadcastMatchesOracle() throws {
+        let a = i16s(84_000)
+        let b: [Int32] = (0..<15).map { i in Int32(i) * 77_777 - 500_000 }
+        let y = ints(try run(.mul, [(TensorType(.i16, [40, 3, 1, 700]), .i16(a)), (TensorType(.i32, [3, 5, 1]), .i32(b))]))
+        XCTAssertEqual(y.count, 40 * 3 * 5 * 700)
+        for n in stride(from: 0, to: 40, by: 7) { for c in 0..<3 { for r in 0..<5 { for j in stride(from: 0, to: 700, by: 13) {
+            let expected = Int64(a[(n * 3 + c) * 700 + j]) * Int64(b[c * 5 + r])
+            XCTAssertEqual(y[((n * 3 + c) * 5 + r) * 700 + j], expected)
+        } } } }
+    }
+
+    func testSliceAndConcatOnEveryAxis() throws {
+        let shape = [4, 6, 9, 10], x = i16s(4 * 6 * 9 * 10)
+        let t = TensorType(.i16, shape)
+        func at(_ i: [Int]) -> Int16 { x[((i[0] * 6 + i[1]) * 9 + i[2]) * 10 + i[3]] }
+        for (begin, size) in [([1, 2, 0, 3], [2, 3, 9, 5]), ([0, 0, 0, 0], [4, 6, 9, 10]), ([3, 1, 2, 0], [1, 5, 7, 10]), ([0, 5, 0, 0], [4, 1, 9, 10])] {
+            let y = ints(try run(.slice, [(t, .i16(x))], ["begin": .ints(begin), "size": .ints(size)]))
+            var k = 0
+            for a in 0..<size[0] { for b in 0..<size[1] { for c in 0..<size[2] { for d in 0..<size[3] {
+                XCTAssertEqual(y[k], Int64(at([begin[0] + a, begin[1] + b, begin[2] + c, begin[3] + d]))); k += 1
+            } } } }
+        }
+        for axis in 0..<4 {
+            var s2 = shape; s2[axis] = 2
+            let z = i16s(s2.reduce(1, *))
+            let y = ints(try run(.concat, [(t, .i16(x)), (TensorType(.i16, s2), .i16(z))], ["axis": .int(axis)]))
+            var out = shape; out[axis] += 2
+            var k = 0
+            for a in 0..<out[0] { for b in 0..<out[1] { for c in 0..<out[2] { for d in 0..<out[3] {
+                var i = [a, b, c, d]
+                if i[axis] < shape[axis] { XCTAssertEqual(y[k], Int64(at(i))) } else {
+                    i[axis] -= shape[axis]
+                    XCTAssertEqual(y[k], Int64(z[((i[0] * s2[1] + i[1]) * s2[2] + i[2]) * s2[3] + i[3]]))
+                }
+                k += 1
+            } } } }
+        }
+    }
+
     func testReductions() throws {
         let x = i16s(6 * 5)
         let s = ints(try run(.reduceSum, [(TensorType(.i16, [6, 5]), .i16(x))], ["axis": .int(0)]))

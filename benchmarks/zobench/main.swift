@@ -12,7 +12,7 @@ extension ClipRule: ExpressibleByArgument {}
 struct ZoBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "zo benchmarks (build with -c release).",
-        subcommands: [Float32Forward.self, Float32Once.self, Fidelity.self, Greedy.self, IntForward.self, ArtifactLoad.self, ArtifactLoadOnce.self])
+        subcommands: [Float32Forward.self, Float32Once.self, Fidelity.self, Greedy.self, IntForward.self, EditStep.self, ArtifactLoad.self, ArtifactLoadOnce.self])
 }
 
 struct Float32Forward: ParsableCommand {
@@ -238,5 +238,56 @@ struct ArtifactLoadOnce: ParsableCommand {
             "peak_rss_mib": mib(ProcessStats.peakRSS()),
         ]
         print(String(decoding: try JSONSerialization.data(withJSONObject: r, options: [.sortedKeys]), as: UTF8.self))
+    }
+}
+
+struct EditStep: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "edit-step",
+        abstract: "One ZO step graph (2q perturbed copies × the edit's prompts) on the int path: time (median of runs), integer MACs and their rate, time per op kind.")
+    @Option(help: "The model (GGUF).") var model: String = DefaultModel.path
+    @Option(help: "Edit requests (JSON).") var edits: String = "../shared/data/knowedit_zsre/ZsRE-test-all.json"
+    @Option(help: "Record.") var record: Int = 0
+    @Option(help: "Directions q (2q copies).") var directions: Int = EditSettings().directions
+    @Option(help: "Timed runs.") var runs: Int = 3
+
+    func run() throws {
+        let lm = try LanguageModel(path: model, precision: .int)
+        var s = EditSettings()
+        s.directions = directions
+        let editor = try ZOEditor(model: lm, settings: s)
+        let request = try EditRequests.load(path: edits)[record]
+        let layout = try EditLayout(request, prefixes: editor.prefixes, tokenizer: lm.tokenizer)
+        let g = try editor.graph(layout, copies: 2 * directions)
+        let zero = [[Float]](repeating: [Float](repeating: 0, count: lm.config.hidden), count: 2 * directions)
+        _ = try g.run(zero)
+        g.interpreter.profile = [:]
+        var times: [Double] = []
+        for _ in 0..<runs {
+            let t0 = monotonicSeconds()
+            _ = try g.run(zero)
+            times.append(monotonicSeconds() - t0)
+        }
+        let f = g.interpreter.module.function(g.name)!
+        var macs = 0.0
+        for op in f.ops where op.kind == .fullyConnected || op.kind == .matmul {
+            let a = f.type(of: op.operands[0]).shape, out = op.type.shape
+            let k = op.kind == .matmul && !(op.attributes["transpose_b"].map { $0 == .bool(true) } ?? false)
+                ? f.type(of: op.operands[1]).shape.dropLast().last! : a.last!
+            macs += Double(out.reduce(1, *)) * Double(k)
+        }
+        let t = median(times)
+        print("edit step graph, record \(record): \(2 * directions) copies × \(layout.sequences.count) prompts × \(g.rows) rows, \(Threads.count) threads")
+        print(String(format: "  time (median of %d):  %.3f s", runs, t))
+        print(String(format: "  integer MACs:         %.2f G  (%.1f GMAC/s)", macs / 1e9, macs / 1e9 / t))
+        let prof = g.interpreter.profile ?? [:]
+        let total = prof.values.reduce(0, +)
+        var elements: [String: (ops: Int, count: Int)] = [:]
+        for op in f.ops { let k = "\(op.kind.rawValue) \(op.type.dtype.rawValue)"; elements[k, default: (0, 0)].ops += 1; elements[k]!.count += op.type.elementCount }
+        print("  op kind and result     time/run   share   ops  elements  ns/element")
+        for (k, v) in prof.sorted(by: { $0.value > $1.value }) where v / total > 0.005 {
+            let e = elements[k] ?? (0, 0)
+            print(String(format: "  %-22@ %6.3f s  %5.1f%%  %4d  %8.2fM  %6.2f", k as NSString, v / Double(runs), 100 * v / total,
+                         e.ops, Double(e.count) / 1e6, v / Double(runs) / Double(max(e.count, 1)) * 1e9))
+        }
     }
 }

@@ -15,6 +15,15 @@ void zo_fc_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, int n, int
 void zo_rescale(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
                 int out_bits, void *y);
 
+/// y = a op b (op 0 add, 1 sub, 2 mul), exact in int64 (saturating there), then saturated to
+/// obits. The output is row-major over `shape` (rank <= 8); sa and sb are the operands' element
+/// strides per axis (0 where an operand is broadcast). Operand and output widths: 8/16/32/64 bits.
+void zo_binary(int op, const void *a, int abits, const void *b, int bbits, int rank,
+               const long *shape, const long *sa, const long *sb, int obits, void *y);
+
+/// Batched c[t][i][j] = sum_l a[t][i][l] * b[t][l][j] (b[t][j][l] when transpose_b), exact int64.
+void zo_matmul_i16(const int16_t *a, const int16_t *b, int batches, int m, int k, int n, int transpose_b, int64_t *c);
+
 /// 1 when the AVX2 path is in use.
 int zo_has_avx2(void);
 
