@@ -19,14 +19,23 @@ public final class NPUCompiler {
         opRanges["blk.\(l).ffn"]?.last(where: { $0.kind == .fullyConnected })?.range
     }
 
+    /// The calibrated range of layer `l`'s residual stream after its attention (the last op there).
+    public func attentionResidualRange(layer l: Int) -> Double? { opRanges["blk.\(l).attn"]?.last?.range }
+
+    /// The calibrated range of layer `l`'s output, the residual stream after its MLP.
+    public func blockOutputRange(layer l: Int) -> Double? { opRanges["blk.\(l).ffn"]?.last?.range }
+
     /// Sets the range of a parameter or location key that only editing graphs have.
     public func setRange(_ key: String, _ r: Double) { calibration.byKey[key] = r }
+
+    /// Declares that parameter `name` arrives on `grid` (another function's wide result).
+    public func setGrid(param name: String, _ grid: WideGrid) { calibration.grids["param:\(name)"] = grid }
 
     /// Sets the range of every op at a location only editing graphs have.
     public func setRange(location: String, _ r: Double) { calibration.byLocation[location] = r }
 
     /// The calibrated range of the residual stream after the last block.
-    public var finalResidualRange: Double? { opRanges["blk.\(importer.config.layers - 1).ffn"]?.last?.range }
+    public var finalResidualRange: Double? { blockOutputRange(layer: importer.config.layers - 1) }
 
     public init(importer: LlamaImporter, tokenizer: Tokenizer, samples: [String] = CalibrationText.samples, rule: ClipRule = .max) throws {
         self.importer = importer

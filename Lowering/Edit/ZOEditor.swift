@@ -148,69 +148,130 @@ public final class ZOEditor {
         }
     }
 
-    /// Lowers an editing graph of `copies` × the layout's prompts. `deltaRange` is the largest
-    /// |δ_i| it must represent: it sets δ's i16 grid, so it is chosen per edit (clamp · ‖v_init‖);
+    /// The ranges editing graphs add to the calibrated ones. `deltaRange` is the largest |δ_i|
+    /// the graph must represent: it sets δ's i16 grid, so it is chosen per edit (clamp · ‖v_init‖);
     /// the MLP output's own range, set by a few massive channels, would leave a perturbation only
-    /// a few grid steps wide. `probe` also returns layer L's keys and values.
-    ///
-    /// `cached` (the default): a prefix graph runs the rows before the subject once, and the graph
-    /// returned runs only the rows from the subject on, reading the prefix's keys and values.
-    /// Otherwise the graph runs every row (the reference the cached graph must match exactly).
-    public func graph(_ layout: EditLayout, copies: Int, probe: Bool = false, deltaRange: Double? = nil, cached: Bool = true) throws -> EditGraph {
+    /// a few grid steps wide.
+    func compiler(deltaRange: Double?) throws -> NPUCompiler {
         let c = try model.npuCompiler()
-        guard let r = c.mlpOutputRange(layer: settings.layer) else { throw RuntimeError.badRequest("no calibrated range for layer \(settings.layer)") }
+        let L = settings.layer
+        guard let r = c.mlpOutputRange(layer: L), let a = c.attentionResidualRange(layer: L), let h = c.blockOutputRange(layer: L) else {
+            throw RuntimeError.badRequest("no calibrated range for layer \(L)")
+        }
         c.setRange("param:delta", (deltaRange ?? r) / FunctionQuantizer.headroom)
         // The sum lives on the MLP output's range (δ stays small next to its massive activations).
         c.setRange("edit.inject#0", r)
+        // A step graph's inputs and first add carry the ranges of the values they stand for.
+        c.setRange("param:attn_residual", a)
+        c.setRange("param:ffn_out", r)
+        c.setRange(location: "edit.resume", h)
         // The scored rows are slices of the last residual stream.
-        if let h = c.finalResidualRange { c.setRange(location: "edit.scored", h) }
-        counter += 1
-        let name = "edit\(counter)_\(probe ? "probe" : "step")"
-        let P = layout.sequences.count, C = layout.cacheLength
-        let useCache = cached && C > 0
-        let first = useCache ? C : 0, rows = useCache ? layout.suffixLength : C + layout.suffixLength
-        // Scored rows and the subject row in this graph's row numbering.
-        let shift = zip(layout.offsets, layout.subjectRows).map { useCache ? -$0.1 : $0.0 }
-        let scored = zip(layout.scored, shift).map { ($0.lowerBound + $1)..<($0.upperBound + $1) }
-        let shape = ForwardShape(batch: copies * P, seqLen: rows, cacheLen: first, injectLayer: settings.layer,
-                                 scored: ScoredRows(copies: copies, rows: scored), probeLayer: probe ? settings.layer : nil,
-                                 padMask: layout.mask(copies: copies, first: first, rows: rows))
-        let m = try c.lower(name, shape)
-        let interp = try Interpreter(module: m, constantsFrom: model.npuForwards.values.first?.interpreter)
-        var cache: [String: TensorData] = [:]
-        if useCache {
-            // Every copy reads the same prefix; one edit's graphs share one run of it.
-            for (k, a) in try prefix(layout) { cache[k] = .i16(Array([[Int16]](repeating: a, count: copies).joined())) }
-        }
-        return try EditGraph(interpreter: interp, name: name, layout: layout, copies: copies, model: model,
-                             first: first, rows: rows, cache: cache)
+        if let f = c.finalResidualRange { c.setRange(location: "edit.scored", f) }
+        return c
     }
 
-    /// The last layout's prefix keys and values ("k_cache.l"/"v_cache.l", [P, kvh, C, hd]).
-    private var prefixCache: (sequences: [[Int]], out: [String: [Int16]])?
+    /// The scored rows of each prompt in a graph's row numbering (rows first..<first+rows of the padded layout).
+    func scoredRows(_ layout: EditLayout, first: Int) -> [Range<Int>] {
+        zip(layout.scored, layout.offsets).map { ($0.lowerBound + $1 - first)..<($0.upperBound + $1 - first) }
+    }
 
-    /// Runs the prefix graph of `layout` (the C rows before the subject), once per layout.
-    func prefix(_ layout: EditLayout) throws -> [String: [Int16]] {
-        if let p = prefixCache, p.sequences == layout.sequences { return p.out }
-        let c = try model.npuCompiler()
-        let P = layout.sequences.count, C = layout.cacheLength
+    /// Lowers an editing graph of `copies` × the layout's prompts with δ_c added to layer L's MLP
+    /// output at the subject row of copy c.
+    ///
+    /// `cached` (the default): the step graph. The layout's prefix graph (run once) has computed
+    /// everything δ cannot change; this graph starts at layer L's residual add, runs only the rows
+    /// from the subject on, and reads the later layers' keys and values of the rows before it.
+    /// Otherwise the graph runs every layer on every row (the reference the step graph must match
+    /// exactly).
+    public func graph(_ layout: EditLayout, copies: Int, deltaRange: Double? = nil, cached: Bool = true) throws -> EditGraph {
+        let L = settings.layer
+        let run = cached ? try prefix(layout) : nil
+        let c = try compiler(deltaRange: deltaRange)
+        if let r = run { for (k, g) in r.grids { c.setGrid(param: k, g) } }
         counter += 1
-        let pname = "edit\(counter)_prefix"
-        let pm = try c.lower(pname, ForwardShape(batch: P, seqLen: C, emitCache: true, padMask: layout.mask(copies: 1, first: 0, rows: C), logits: false))
-        let pi = try Interpreter(module: pm, constantsFrom: model.npuForwards.values.first?.interpreter)
-        let f = pm.function(pname)!
-        let es = try EditGraph.scale(f.params[0].type, "@\(pname) embeddings")
-        let pad = model.tokenizer.eosID ?? 0
-        let ids = zip(layout.sequences, layout.offsets).flatMap { Array(repeating: pad, count: $1) + $0.prefix(C - $1) }
-        guard case let .f32(e) = try model.embed(ids) else { throw RuntimeError.badRequest("embedding lookup returned no f32 rows") }
-        let out = try pi.run(pname, ["embeddings": .i16(EditGraph.quantize(e, es))])
-        var result: [String: [Int16]] = [:]
-        for (k, v) in out {
-            guard case let .i16(a) = v else { throw RuntimeError.badRequest("@\(pname) result \(k) is not i16") }
-            result[k.replacingOccurrences(of: "k.", with: "k_cache.").replacingOccurrences(of: "v.", with: "v_cache.")] = a
+        let name = "edit\(counter)_\(cached ? "step" : "full")"
+        let P = layout.sequences.count, C = layout.cacheLength, T = layout.suffixLength
+        let first = cached ? C : 0, rows = cached ? T : C + T
+        let shape = ForwardShape(batch: copies * P, seqLen: rows, cacheLen: first, injectLayer: L,
+                                 scored: ScoredRows(copies: copies, rows: scoredRows(layout, first: first)),
+                                 padMask: layout.mask(copies: copies, first: first, rows: rows), startLayer: cached ? L : nil)
+        let m = try c.lower(name, shape)
+        let interp = try Interpreter(module: m, constantsFrom: model.npuForwards.values.first?.interpreter)
+        var fixed: [String: TensorData] = [:]
+        let D = model.config.hidden, kvh = model.config.kvHeads, hd = model.config.headDim
+        if let run = run {
+            // Every copy reads the same prefix: layer L's suffix rows, later layers' keys and values before them.
+            for k in ["attn_residual", "ffn_out"] {
+                guard let a = run.out[k] else { throw RuntimeError.badRequest("prefix graph returned no \(k)") }
+                fixed[k] = a.rows(blocks: P, of: C + T, taking: C..<(C + T), width: D)
+            }
+            for l in (L + 1)..<model.config.layers where C > 0 {
+                for (out, param) in [("k.\(l)", "k_cache.\(l)"), ("v.\(l)", "v_cache.\(l)")] {
+                    guard let a = run.out[out] else { throw RuntimeError.badRequest("prefix graph returned no \(out)") }
+                    fixed[param] = a.rows(blocks: P * kvh, of: C + T, taking: 0..<C, width: hd)
+                }
+            }
+        } else {
+            fixed["embeddings"] = .i16(try embeddedRows(layout, first: 0, rows: rows, scale: EditGraph.scale(m.function(name)?.params.first?.type, "@\(name) embeddings")))
         }
-        prefixCache = (layout.sequences, result)
-        return result
+        return try EditGraph(interpreter: interp, name: name, layout: layout, copies: copies, hidden: D, first: first, rows: rows,
+                             fixed: fixed.mapValues { $0.repeated(copies) })
+    }
+
+    /// The token embeddings of rows first..<first+rows of each left-padded prompt, on the i16 grid `scale`.
+    func embeddedRows(_ layout: EditLayout, first: Int, rows: Int, scale: Float) throws -> [Int16] {
+        let pad = model.tokenizer.eosID ?? 0
+        var ids: [Int] = []
+        for (seq, o) in zip(layout.sequences, layout.offsets) {
+            let padded = Array(repeating: pad, count: o) + seq
+            for r in first..<(first + rows) { ids.append(r < padded.count ? padded[r] : pad) }
+        }
+        guard case let .f32(e) = try model.embed(ids) else { throw RuntimeError.badRequest("embedding lookup returned no f32 rows") }
+        return EditGraph.quantize(e, scale)
+    }
+
+    /// What the prefix graph of a layout returns: every result by name, the scales of the logits,
+    /// keys and values, and the grids of the wide results a step graph resumes from.
+    struct PrefixRun {
+        var out: [String: TensorData]
+        var logitScale: Float, keyScale: Float, valueScale: Float
+        var grids: [String: WideGrid]
+        func i16(_ name: String) throws -> [Int16] {
+            guard case let .i16(a)? = out[name] else { throw RuntimeError.badRequest("the prefix graph returned no i16 \(name)") }
+            return a
+        }
+    }
+
+    /// The last layout's prefix run (recomputed after the weights change).
+    private var prefixCache: (sequences: [[Int]], run: PrefixRun)?
+
+    /// Runs the layout's prefix graph once: every prompt unperturbed, every row, returning the
+    /// logits of the scored rows, layer L's key and value (ffn_down's input and output), layer L's
+    /// residual stream and MLP output (wide), and every layer's keys and values.
+    func prefix(_ layout: EditLayout) throws -> PrefixRun {
+        if let p = prefixCache, p.sequences == layout.sequences { return p.run }
+        let c = try compiler(deltaRange: nil)
+        let L = settings.layer
+        let P = layout.sequences.count, rows = layout.cacheLength + layout.suffixLength
+        counter += 1
+        let name = "edit\(counter)_prefix"
+        let shape = ForwardShape(batch: P, seqLen: rows, emitCache: true, scored: ScoredRows(copies: 1, rows: scoredRows(layout, first: 0)),
+                                 probeLayer: L, padMask: layout.mask(copies: 1, first: 0, rows: rows), exportLayer: L)
+        let m = try c.lower(name, shape)
+        let interp = try Interpreter(module: m, constantsFrom: model.npuForwards.values.first?.interpreter)
+        let f = m.function(name)!
+        func result(_ n: String) -> TensorType? { f.results.first { $0.0 == n }.map { f.type(of: $0.1) } }
+        let e = try embeddedRows(layout, first: 0, rows: rows, scale: EditGraph.scale(f.params[0].type, "@\(name) embeddings"))
+        var grids: [String: WideGrid] = [:]
+        for k in ["attn_residual", "ffn_out"] {
+            guard let g = WideGrid(m.attributes["grid.\(name).\(k)"]) else { throw RuntimeError.badRequest("@\(name): \(k) has no recorded grid") }
+            grids[k] = g
+        }
+        let run = PrefixRun(out: try interp.run(name, ["embeddings": .i16(e)]), logitScale: try EditGraph.scale(result("logits"), "@\(name) logits"),
+                            keyScale: try EditGraph.scale(result("ffn_key"), "@\(name) ffn_key"),
+                            valueScale: try EditGraph.scale(result("ffn_value"), "@\(name) ffn_value"), grids: grids)
+        prefixCache = (layout.sequences, run)
+        return run
     }
 
     public func edit(_ request: EditRequest, progress: ((_ step: Int, _ loss: Double, _ minP: Double, _ relDelta: Float) -> Void)? = nil) throws -> EditOutcome {
@@ -219,17 +280,9 @@ public final class ZOEditor {
         let layout = try EditLayout(request, prefixes: prefixes, tokenizer: model.tokenizer)
         let V = model.config.vocab, D = model.config.hidden
         let q = s.directions
-        let keysGraph = try graph(layout, copies: 1, probe: true)
         let N = layout.scored.map(\.count).reduce(0, +)
         let klRow = N - 1
         let offsets = layout.scored.map(\.count).reduce(into: [0]) { $0.append($0.last! + $1) }
-
-        // The probe: unperturbed logits (targets' probabilities), keys and values.
-        func runProbe(_ g: EditGraph, _ delta: [Float]) throws -> (logits: [Int16], out: [String: TensorData]) {
-            let out = try g.run([delta])
-            guard case let .i16(l)? = out["logits"] else { throw RuntimeError.badRequest("probe returned no logits") }
-            return (l, out)
-        }
         func minTargetProbability(_ logits: [Int16], copy: Int, scale: Float) -> Double {
             var worst = 1.0
             for p in 0..<layout.rewriteCount {
@@ -240,32 +293,32 @@ public final class ZOEditor {
             }
             return worst
         }
-        let zero = [Float](repeating: 0, count: D)
-        let (baseLogits, baseOut) = try runProbe(keysGraph, zero)
-        let klBase = logSoftmax(baseLogits[(klRow * V)..<((klRow + 1) * V)], scale: keysGraph.logitScale)
-        guard case let .i16(values)? = baseOut["ffn_value"], case let .i16(keys)? = baseOut["ffn_key"],
-              let vs = keysGraph.valueScale, let ks = keysGraph.keyScale else { throw RuntimeError.badRequest("probe returned no keys/values") }
+        // The prefix run: unperturbed logits (the KL baseline), layer L's keys and values.
+        let base = try prefix(layout)
+        let baseLogits = try base.i16("logits"), values = try base.i16("ffn_value"), keys = try base.i16("ffn_key")
+        let klBase = logSoftmax(baseLogits[(klRow * V)..<((klRow + 1) * V)], scale: base.logitScale)
         let F = model.config.ffn
-        let R = keysGraph.rows, srow = keysGraph.subjectRow
-        let vInit = (0..<D).map { Float(values[srow * D + $0]) * vs }
+        // Every prompt's subject row sits at row C of the padded layout.
+        let R = layout.cacheLength + layout.suffixLength, srow = layout.cacheLength
+        let vInit = (0..<D).map { Float(values[srow * D + $0]) * base.valueScale }
         let vNorm = vInit.reduce(0) { $0 + $1 * $1 }.squareRoot()
         // k̄: the down-projection's input at the subject row, averaged over the rewrite prompts.
         var key = [Float](repeating: 0, count: F)
         for p in 0..<layout.rewriteCount {
-            let base = (p * R + srow) * F
-            for j in 0..<F { key[j] += Float(keys[base + j]) * ks / Float(layout.rewriteCount) }
+            let b = (p * R + srow) * F
+            for j in 0..<F { key[j] += Float(keys[b + j]) * base.keyScale / Float(layout.rewriteCount) }
         }
+        let zero = [Float](repeating: 0, count: D)
 
         let deltaRange = Double(s.clamp * vNorm)
         let step = try graph(layout, copies: 2 * q, deltaRange: deltaRange)
-        let probe = try graph(layout, copies: 1, probe: true, deltaRange: deltaRange)
+        let probe = try graph(layout, copies: 1, deltaRange: deltaRange)
         let est = ZOEstimator(dimension: D, directions: q, epsilon: s.perturbation * vNorm / Float(D).squareRoot(), seed: s.seed)
         var adam = Adam(dimension: D, learningRate: s.learningRate)
         var delta = zero
         var steps = 0, stopped = false, pmin = 0.0
         while true {
-            let (pl, _) = try runProbe(probe, delta)
-            pmin = minTargetProbability(pl, copy: 0, scale: probe.logitScale)
+            pmin = minTargetProbability(try probe.logits([delta]), copy: 0, scale: probe.logitScale)
             if pmin > s.stopProbability { stopped = true; break }
             if steps == s.maxSteps { break }
             let points = est.points(around: delta, step: steps)
@@ -304,11 +357,12 @@ public final class ZOEditor {
         let update = try RankOneUpdate(weights: w, rows: D, cols: F, key: key, target: target)
         let edited = update.applied(to: w)
         guard let previous = try model.int8Weight(wname) else { throw RuntimeError.missingConstantData(wname + ".i8") }
-        let clipped = try model.replaceWeight(wname, edited, also: [probe.interpreter, step.interpreter])
+        let clipped = try model.replaceWeight(wname, edited)
         prefixCache = nil  // computed with the weights before this edit
-        let (after, _) = try runProbe(probe, zero)
+        let after = try prefix(layout)
+        let afterLogits = try after.i16("logits")
         return EditOutcome(steps: steps, evaluations: steps * 2 * q, stoppedEarly: stopped, minTargetProbability: pmin,
-                           minTargetProbabilityAfterUpdate: minTargetProbability(after, copy: 0, scale: probe.logitScale),
+                           minTargetProbabilityAfterUpdate: minTargetProbability(afterLogits, copy: 0, scale: after.logitScale),
                            deltaNorm: delta.reduce(0) { $0 + $1 * $1 }.squareRoot(), valueNorm: vNorm, clippedWeights: clipped,
                            seconds: Date().timeIntervalSince(start), editedWeight: edited, weightName: wname, previousInt8: previous)
     }
@@ -322,45 +376,29 @@ func logSoftmax(_ row: ArraySlice<Int16>, scale: Float) -> [Double] {
     return x.map { $0 - lse }
 }
 
-/// A lowered editing graph bound to one edit's prompts: feeds `copies` × prompts (the same
-/// embedded prompts, and cached prefix, in every copy) with δ_c at each prompt's subject row, and
-/// returns i16 logits [copies, scored rows, V].
+/// A lowered editing graph bound to one edit's prompts: feeds `copies` × prompts (the same fixed
+/// inputs in every copy) with δ_c at each prompt's subject row, and returns i16 logits
+/// [copies, scored rows, V].
 public final class EditGraph {
     public let interpreter: Interpreter
     public let name: String
     public let layout: EditLayout
     public let copies: Int
     public let deltaScale: Float, logitScale: Float
-    public let keyScale: Float?, valueScale: Float?
     /// The graph runs rows first..<first+rows of the padded layout; the subject row is `first`
-    /// when a cache holds the rows before it.
+    /// when a prefix graph has run the rows before it.
     public let first: Int, rows: Int
     let hidden: Int
-    /// Inputs other than δ: the embedded rows and the cached keys and values.
-    var fixed: [String: TensorData]
+    /// Inputs other than δ (embedded rows, or the prefix's residual stream and caches).
+    let fixed: [String: TensorData]
 
-    init(interpreter: Interpreter, name: String, layout: EditLayout, copies: Int, model: LanguageModel,
-         first: Int, rows: Int, cache: [String: TensorData]) throws {
+    init(interpreter: Interpreter, name: String, layout: EditLayout, copies: Int, hidden: Int, first: Int, rows: Int,
+         fixed: [String: TensorData]) throws {
         self.interpreter = interpreter; self.name = name; self.layout = layout; self.copies = copies
-        self.first = first; self.rows = rows
-        hidden = model.config.hidden
+        self.hidden = hidden; self.first = first; self.rows = rows; self.fixed = fixed
         guard let f = interpreter.module.function(name) else { throw RuntimeError.noFunction(name, available: []) }
-        func param(_ n: String) -> TensorType? { f.params.first { $0.name == n }?.type }
-        func result(_ n: String) -> TensorType? { f.results.first { $0.0 == n }.map { f.type(of: $0.1) } }
-        let es = try Self.scale(param("embeddings"), "@\(name) embeddings")
-        deltaScale = try Self.scale(param("delta"), "@\(name) delta")
-        logitScale = try Self.scale(result("logits"), "@\(name) logits")
-        keyScale = try? Self.scale(result("ffn_key"), ""); valueScale = try? Self.scale(result("ffn_value"), "")
-        let pad = model.tokenizer.eosID ?? 0
-        var ids: [Int] = []
-        for (seq, o) in zip(layout.sequences, layout.offsets) {
-            let padded = Array(repeating: pad, count: o) + seq
-            for r in first..<(first + rows) { ids.append(r < padded.count ? padded[r] : pad) }
-        }
-        guard case let .f32(e) = try model.embed(ids) else { throw RuntimeError.badRequest("embedding lookup returned no f32 rows") }
-        let one = Self.quantize(e, es)
-        fixed = cache
-        fixed["embeddings"] = .i16(Array([[Int16]](repeating: one, count: copies).joined()))
+        deltaScale = try Self.scale(f.params.first { $0.name == "delta" }?.type, "@\(name) delta")
+        logitScale = try Self.scale(f.results.first { $0.0 == "logits" }.map { f.type(of: $0.1) }, "@\(name) logits")
     }
 
     static func scale(_ t: TensorType?, _ what: String) throws -> Float {
@@ -392,4 +430,29 @@ public final class EditGraph {
         guard case let .i16(l)? = try run(deltas)["logits"] else { throw RuntimeError.badRequest("@\(name) returned no i16 logits") }
         return l
     }
+}
+
+extension TensorData {
+    /// Rows `taking` of each of `blocks` blocks of `of` rows of `width` elements, joined.
+    func rows(blocks: Int, of rows: Int, taking: Range<Int>, width: Int) -> TensorData {
+        mapElements(RowPick(blocks: blocks, rows: rows, taking: taking, width: width))
+    }
+
+    /// The data `n` times over.
+    func repeated(_ n: Int) -> TensorData { mapElements(Repeat(times: n)) }
+}
+
+struct RowPick: ElementTransform {
+    let blocks: Int, rows: Int, taking: Range<Int>, width: Int
+    func callAsFunction<T>(_ a: [T]) -> [T] {
+        var out: [T] = []
+        out.reserveCapacity(blocks * taking.count * width)
+        for b in 0..<blocks { out += a[((b * rows + taking.lowerBound) * width)..<((b * rows + taking.upperBound) * width)] }
+        return out
+    }
+}
+
+struct Repeat: ElementTransform {
+    let times: Int
+    func callAsFunction<T>(_ a: [T]) -> [T] { Array([[T]](repeating: a, count: times).joined()) }
 }

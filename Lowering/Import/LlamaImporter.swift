@@ -25,15 +25,27 @@ public struct ForwardShape: Hashable, Sendable {
     /// graph computes the same integers.
     public var padMask: [Float]?
 
-    /// Whether the function returns logits (an editing prefix returns only its keys and values).
+    /// Whether the function returns logits.
     public var logits: Bool
+
+    /// Editing: the function starts inside this layer, after its attention: it takes the residual
+    /// stream there ("attn_residual" [B, T, D]) and the layer's MLP output ("ffn_out" [B, T, D])
+    /// instead of embeddings, and runs only the layers after it (caches of those layers only).
+    public var startLayer: Int?
+    /// Editing (a prefix graph): also return this layer's "attn_residual" and "ffn_out".
+    public var exportLayer: Int?
 
     /// A decode function (cacheLen > 0 without padMask) always returns its new keys and values.
     public init(batch: Int = 1, seqLen: Int, cacheLen: Int = 0, emitCache: Bool = false,
-                injectLayer: Int? = nil, scored: ScoredRows? = nil, probeLayer: Int? = nil, padMask: [Float]? = nil, logits: Bool = true) {
+                injectLayer: Int? = nil, scored: ScoredRows? = nil, probeLayer: Int? = nil, padMask: [Float]? = nil, logits: Bool = true,
+                startLayer: Int? = nil, exportLayer: Int? = nil) {
         self.batch = batch; self.seqLen = seqLen; self.cacheLen = cacheLen; self.emitCache = emitCache || (cacheLen > 0 && padMask == nil)
         self.injectLayer = injectLayer; self.scored = scored; self.probeLayer = probeLayer; self.padMask = padMask; self.logits = logits
+        self.startLayer = startLayer; self.exportLayer = exportLayer
     }
+
+    /// The first layer the function runs whole.
+    var firstWholeLayer: Int { startLayer.map { $0 + 1 } ?? 0 }
 }
 
 /// The rows whose logits an editing graph returns. The batch is `copies` × prompts, copy-major
@@ -119,10 +131,11 @@ public final class LlamaImporter {
         let c = config
         let f = FunctionBuilder(name, in: builder)
         let B = shape.batch, T = shape.seqLen, C = shape.cacheLen, S = C + T
-        let x0 = f.param("embeddings", .f32([B, T, c.hidden]))
+        let x0 = shape.startLayer == nil ? f.param("embeddings", .f32([B, T, c.hidden])) : f.param("attn_residual", .f32([B, T, c.hidden]))
+        let ffnOut = shape.startLayer == nil ? nil : f.param("ffn_out", .f32([B, T, c.hidden]))
         let delta = shape.injectLayer.map { _ in f.param("delta", .f32([B, T, c.hidden])) }
         let cos: Value, sin: Value, mask: Value
-        var caches: [(Value, Value)] = []
+        var caches: [Int: (Value, Value)] = [:]
         if let pm = shape.padMask {
             precondition(pm.count == B * T * S, "padMask must be [B, T, C+T]")
             let (ct, st) = RopeTables.make(positions: Array(C..<(C + T)), headDim: c.headDim, base: c.ropeBase)
@@ -131,9 +144,9 @@ public final class LlamaImporter {
             builder.declareConstant("rope.sin.\(tag)", .f32([T, c.headDim / 2]), .data(.f32(st)))
             builder.declareConstant("mask.\(tag)", .f32([B, 1, 1, T, S]), .data(.f32(pm)))
             if C > 0 {
-                for l in 0..<c.layers {
-                    caches.append((f.param("k_cache.\(l)", .f32([B, c.kvHeads, C, c.headDim])),
-                                   f.param("v_cache.\(l)", .f32([B, c.kvHeads, C, c.headDim]))))
+                for l in shape.firstWholeLayer..<c.layers {
+                    caches[l] = (f.param("k_cache.\(l)", .f32([B, c.kvHeads, C, c.headDim])),
+                                 f.param("v_cache.\(l)", .f32([B, c.kvHeads, C, c.headDim])))
                 }
             }
             cos = try f.constant("rope.cos.\(tag)")
@@ -153,26 +166,37 @@ public final class LlamaImporter {
             sin = f.param("rope.sin", .f32([T, c.headDim / 2]))
             mask = f.param("mask", .f32([T, S]))
             for l in 0..<c.layers {
-                caches.append((f.param("k_cache.\(l)", .f32([B, c.kvHeads, C, c.headDim])),
-                               f.param("v_cache.\(l)", .f32([B, c.kvHeads, C, c.headDim]))))
+                caches[l] = (f.param("k_cache.\(l)", .f32([B, c.kvHeads, C, c.headDim])),
+                             f.param("v_cache.\(l)", .f32([B, c.kvHeads, C, c.headDim])))
             }
         }
         var h = x0
-        var newKV: [(Value, Value)] = []
-        for l in 0..<c.layers {
-            f.loc = "blk.\(l).attn"
-            let (attnOut, k, v) = try attention(f, layer: l, h, cos: cos, sin: sin, mask: mask, cache: C > 0 ? caches[l] : nil, B: B, T: T,
-                                                split: shape.padMask != nil)
-            h = try f.emit(.add, [h, attnOut])
-            newKV.append((k, v))
-            f.loc = "blk.\(l).ffn"
-            var m = try mlp(f, layer: l, h, probe: shape.probeLayer == l ? f : nil)
+        var newKV: [Int: (Value, Value)] = [:]
+        for l in (shape.startLayer ?? 0)..<c.layers {
+            var m: Value
+            if l == shape.startLayer, let given = ffnOut {
+                m = given
+            } else {
+                f.loc = "blk.\(l).attn"
+                let (attnOut, k, v) = try attention(f, layer: l, h, cos: cos, sin: sin, mask: mask, cache: C > 0 ? caches[l] : nil, B: B, T: T,
+                                                    split: shape.padMask != nil)
+                h = try f.emit(.add, [h, attnOut])
+                newKV[l] = (k, v)
+                f.loc = "blk.\(l).ffn"
+                m = try mlp(f, layer: l, h, probe: shape.probeLayer == l ? f : nil)
+                if shape.exportLayer == l {
+                    f.output("attn_residual", h); f.output("ffn_out", m)
+                    // On their own (wide) grids: a step graph resumes from them exactly.
+                    builder.setAttribute("wide_results.\(f.function.name)", .string("attn_residual,ffn_out"))
+                }
+            }
             if shape.injectLayer == l, let delta = delta {
                 // Its own location, so the calibrated ranges of the block's ops keep their keys.
                 f.loc = "edit.inject"
                 m = try f.emit(.add, [m, delta])
-                f.loc = "blk.\(l).ffn"
             }
+            // A graph that starts here has only this add of the block: its own location too.
+            f.loc = l == shape.startLayer ? "edit.resume" : "blk.\(l).ffn"
             h = try f.emit(.add, [h, m])
         }
         if let sc = shape.scored {
@@ -184,7 +208,7 @@ public final class LlamaImporter {
             f.output("logits", try head(f, h))
         }
         if shape.emitCache {
-            for (l, kv) in newKV.enumerated() { f.output("k.\(l)", kv.0); f.output("v.\(l)", kv.1) }
+            for (l, kv) in newKV.sorted(by: { $0.key < $1.key }) { f.output("k.\(l)", kv.0); f.output("v.\(l)", kv.1) }
         }
         f.finish()
         return builder.module

@@ -42,6 +42,7 @@ public struct CalibratePass: Pass {
             }
             for (i, p) in f.params.enumerated() {
                 if let r = ranges[i] { out.attributes["range.\(f.name).\(p.name)"] = .float(r) }
+                if let g = table?.grids["param:\(p.name)"] { out.attributes["grid.\(f.name).\(p.name)"] = g.attribute }
             }
             for i in f.ops.indices where f.ops[i].kind != .constant {
                 if let r = ranges[f.params.count + i] { out.functions[fi].ops[i].attributes["range"] = .float(r) }
@@ -146,6 +147,8 @@ public enum ClipRule: String, Sendable, CaseIterable {
 public struct CalibrationTable: Sendable {
     public var byKey: [String: Double] = [:]
     public var channelsByKey: [String: [Double]] = [:]
+    /// Parameters ("param:<name>") that arrive as another function's wide result, on its grid.
+    public var grids: [String: WideGrid] = [:]
 
     public init() {}
 

@@ -30,6 +30,24 @@ public struct QuantizePass: Pass {
     }
 }
 
+/// The integer grid of a wide value passed between functions: real = scale · q, |q| < 2^bits.
+/// A function lists results to keep wide in module attribute `wide_results.<function>` (names
+/// joined by ","); quantize records each one's grid as `grid.<function>.<result>`, and a
+/// parameter with attribute `grid.<function>.<param>` is declared on that grid.
+public struct WideGrid: Equatable, Sendable {
+    public var scale: Double
+    public var bits: Int
+    public var dtype: DType
+    public init(scale: Double, bits: Int, dtype: DType) { self.scale = scale; self.bits = bits; self.dtype = dtype }
+
+    public init?(_ a: Attribute?) {
+        guard case let .floats(v)? = a, v.count == 3, let d = [DType.i16, .i32, .i64].first(where: { Double($0.byteSize) == v[2] }) else { return nil }
+        self.init(scale: v[0], bits: Int(v[1]), dtype: d)
+    }
+
+    public var attribute: Attribute { .floats([scale, Double(bits), Double(dtype.byteSize)]) }
+}
+
 /// A value of the integer function: its integer value, real = scale · q, and |q| < 2^bits.
 struct QValue {
     var value: Value
@@ -222,7 +240,11 @@ struct FunctionQuantizer {
 
     mutating func run() throws {
         for (i, p) in function.params.enumerated() {
-            if p.type.dtype == .f32 {
+            if let g = WideGrid(module.attributes["grid.\(function.name).\(p.name)"]) {
+                // A wide value of another function, on that function's exact grid.
+                let v = b.param(p.name, TensorType(g.dtype, p.type.shape, quant: .perTensor(scale: Float(g.scale), zeroPoint: 0)))
+                slots[i] = .value(QValue(value: v, scale: g.scale, bits: g.bits))
+            } else if p.type.dtype == .f32 {
                 let s = Self.i16Scale(try range(i))
                 let v = b.param(p.name, TensorType(.i16, p.type.shape, quant: .perTensor(scale: Float(s), zeroPoint: 0)))
                 slots[i] = .value(QValue(value: v, scale: s, bits: 15))
@@ -235,7 +257,17 @@ struct FunctionQuantizer {
             b.loc = op.loc
             slots[id] = try lower(op, id: id)
         }
+        var wide = Set<String>()
+        if case let .string(names)? = module.attributes["wide_results.\(function.name)"] {
+            wide = Set(names.split(separator: ",").map(String.init))
+        }
         for (name, v) in function.results {
+            if wide.contains(name), case let .value(q)? = slots[v] {
+                // Kept on its own grid, so a function that resumes from it computes the same integers.
+                out.setAttribute("grid.\(function.name).\(name)", WideGrid(scale: q.scale, bits: q.bits, dtype: q.value.type.dtype).attribute)
+                b.output(name, q.value)
+                continue
+            }
             let r = try narrow(try operand(v), rangeOf: v)
             b.output(name, r.value)
         }

@@ -1,12 +1,12 @@
 import ZOIR
 
 /// An array transform that works for every element type (Swift closures cannot be generic).
-protocol ElementTransform {
+public protocol ElementTransform {
     func callAsFunction<T>(_ a: [T]) -> [T]
 }
 
 extension TensorData {
-    func mapElements<F: ElementTransform>(_ f: F) -> TensorData {
+    public func mapElements<F: ElementTransform>(_ f: F) -> TensorData {
         switch self {
         case let .f32(a): return .f32(f(a))
         case let .i8(a): return .i8(f(a))

@@ -50,8 +50,8 @@ final class EditGraphTests: XCTestCase {
     /// The editing graphs on the real model:
     /// - the uncached graph (every row, prompts left-padded so subject rows align) with δ = 0
     ///   gives, for the prompt that needs no padding, the plain npu forward's logits bit for bit;
-    /// - the cached graph (a prefix graph once, then only the rows from the subject on) gives the
-    ///   uncached graph's logits bit for bit, with δ = 0 and with δ ≠ 0;
+    /// - the step graph (a prefix graph once; then, from layer L's residual add on, only the rows
+    ///   from the subject on) gives the uncached graph's logits bit for bit, with δ = 0 and δ ≠ 0;
     /// - a δ in one copy changes that copy only.
     func testCachedEditGraphIsExactlyTheFullForward() throws {
         let lm = try NPUModelTests.model()
@@ -64,6 +64,11 @@ final class EditGraphTests: XCTestCase {
         let cached = try editor.graph(layout, copies: 2)
         XCTAssertEqual(cached.rows, layout.suffixLength)
         XCTAssertEqual(full.rows, layout.cacheLength + layout.suffixLength)
+        // The step graph starts at layer L's residual add: no op of the layers before runs in it.
+        let early = Set((0...s.layer).flatMap { ["blk.\($0).attn", "blk.\($0).ffn"] })
+        let stepOps = cached.interpreter.module.function(cached.name)!.ops
+        XCTAssertFalse(stepOps.contains { $0.loc.map(early.contains) ?? false })
+        XCTAssertTrue(stepOps.contains { $0.loc == "blk.\(s.layer + 1).attn" })
         let D = lm.config.hidden, V = lm.config.vocab, N = layout.scored.map(\.count).reduce(0, +)
         let zero = [Float](repeating: 0, count: D)
         var push = zero
