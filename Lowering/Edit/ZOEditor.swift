@@ -274,6 +274,50 @@ public final class ZOEditor {
         return run
     }
 
+    /// ‖v_init‖: the norm of layer L's MLP output at the subject row of the plain prompt.
+    public func valueNorm(_ layout: EditLayout) throws -> Float {
+        let base = try prefix(layout)
+        let D = model.config.hidden, row = layout.cacheLength * D
+        let values = try base.i16("ffn_value")
+        return values[row..<(row + D)].reduce(Float(0)) { $0 + (Float($1) * base.valueScale) * (Float($1) * base.valueScale) }.squareRoot()
+    }
+
+    /// A step graph of `copies` perturbed copies, δ's grid sized for the clamp (clamp · ‖v_init‖).
+    public func stepGraph(_ layout: EditLayout, copies: Int) throws -> EditGraph {
+        try graph(layout, copies: copies, deltaRange: Double(settings.clamp * valueNorm(layout)))
+    }
+
+    /// The edit loss at each point (δ of copy c of `g`): the target tokens' NLL, token-mean per
+    /// rewrite prompt and averaged over them, + kl_factor · KL(p_δ ‖ p_0) at the KL prompt's
+    /// last row + wd · ‖δ‖ / ‖v_init‖².
+    public func losses(_ g: EditGraph, _ points: [[Float]]) throws -> [Double] {
+        let layout = g.layout, s = settings
+        let base = try prefix(layout)
+        let V = model.config.vocab, N = layout.scored.map(\.count).reduce(0, +), klRow = N - 1
+        let offsets = layout.scored.map(\.count).reduce(into: [0]) { $0.append($0.last! + $1) }
+        let klBase = logSoftmax(try base.i16("logits")[(klRow * V)..<((klRow + 1) * V)], scale: base.logitScale)
+        let vNorm = Double(try valueNorm(layout))
+        let logits = try g.logits(points)
+        return points.enumerated().map { c, point in
+            var nll = 0.0
+            for p in 0..<layout.rewriteCount {
+                var sum = 0.0
+                for (j, t) in layout.targets.enumerated() {
+                    let row = (c * N + offsets[p] + j) * V
+                    sum -= logSoftmax(logits[row..<(row + V)], scale: g.logitScale)[t]
+                }
+                nll += sum / Double(layout.targets.count)
+            }
+            nll /= Double(layout.rewriteCount)
+            let row = (c * N + klRow) * V
+            let lp = logSoftmax(logits[row..<(row + V)], scale: g.logitScale)
+            var kl = 0.0
+            for i in 0..<V { kl += exp(lp[i]) * (lp[i] - klBase[i]) }
+            let dn = Double(point.reduce(0) { $0 + $1 * $1 }.squareRoot())
+            return nll + Double(s.klFactor) * kl + Double(s.weightDecay) * dn / (vNorm * vNorm)
+        }
+    }
+
     public func edit(_ request: EditRequest, progress: ((_ step: Int, _ loss: Double, _ minP: Double, _ relDelta: Float) -> Void)? = nil) throws -> EditOutcome {
         let start = Date()
         let s = settings, L = s.layer
@@ -310,9 +354,8 @@ public final class ZOEditor {
         }
         let zero = [Float](repeating: 0, count: D)
 
-        let deltaRange = Double(s.clamp * vNorm)
-        let step = try graph(layout, copies: 2 * q, deltaRange: deltaRange)
-        let probe = try graph(layout, copies: 1, deltaRange: deltaRange)
+        let step = try stepGraph(layout, copies: 2 * q)
+        let probe = try stepGraph(layout, copies: 1)
         let est = ZOEstimator(dimension: D, directions: q, epsilon: s.perturbation * vNorm / Float(D).squareRoot(), seed: s.seed)
         var adam = Adam(dimension: D, learningRate: s.learningRate)
         var delta = zero
@@ -322,26 +365,7 @@ public final class ZOEditor {
             if pmin > s.stopProbability { stopped = true; break }
             if steps == s.maxSteps { break }
             let points = est.points(around: delta, step: steps)
-            let logits = try step.logits(points)
-            var losses: [Double] = []
-            for (c, point) in points.enumerated() {
-                var nll = 0.0
-                for p in 0..<layout.rewriteCount {
-                    var sum = 0.0
-                    for (j, t) in layout.targets.enumerated() {
-                        let row = (c * N + offsets[p] + j) * V
-                        sum -= logSoftmax(logits[row..<(row + V)], scale: step.logitScale)[t]
-                    }
-                    nll += sum / Double(layout.targets.count)
-                }
-                nll /= Double(layout.rewriteCount)
-                let row = (c * N + klRow) * V
-                let lp = logSoftmax(logits[row..<(row + V)], scale: step.logitScale)
-                var kl = 0.0
-                for i in 0..<V { kl += exp(lp[i]) * (lp[i] - klBase[i]) }
-                let dn = Double(point.reduce(0) { $0 + $1 * $1 }.squareRoot())
-                losses.append(nll + Double(s.klFactor) * kl + Double(s.weightDecay) * dn / Double(vNorm * vNorm))
-            }
+            let losses = try self.losses(step, points)
             adam.step(&delta, gradient: est.gradient(losses: losses, step: steps))
             let norm = delta.reduce(0) { $0 + $1 * $1 }.squareRoot(), limit = s.clamp * vNorm
             if norm > limit { delta = delta.map { $0 * limit / norm } }

@@ -12,7 +12,7 @@ extension ClipRule: ExpressibleByArgument {}
 struct ZoBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "zo benchmarks (build with -c release).",
-        subcommands: [Float32Forward.self, Float32Once.self, Fidelity.self, Greedy.self, IntForward.self, EditStep.self, ArtifactLoad.self, ArtifactLoadOnce.self])
+        subcommands: [Float32Forward.self, Float32Once.self, Fidelity.self, Greedy.self, IntForward.self, EditStep.self, EditDirections.self, ArtifactLoad.self, ArtifactLoadOnce.self])
 }
 
 struct Float32Forward: ParsableCommand {
@@ -288,6 +288,55 @@ struct EditStep: ParsableCommand {
             let e = elements[k] ?? (0, 0)
             print(String(format: "  %-22@ %6.3f s  %5.1f%%  %4d  %8.2fM  %6.2f", k as NSString, v / Double(runs), 100 * v / total,
                          e.ops, Double(e.count) / 1e6, v / Double(runs) / Double(max(e.count, 1)) * 1e9))
+        }
+    }
+}
+
+struct EditDirections: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "edit-directions",
+        abstract: "How much of the loss gradient at δ = 0 candidate directions capture: two-sided slopes of the edit loss along each, against random directions (cos = slope / ‖g‖, ‖g‖² ≈ D · mean random slope²).")
+    @Option(help: "The model (GGUF).") var model: String = DefaultModel.path
+    @Option(help: "Edit requests (JSON).") var edits: String = "../shared/data/knowedit_zsre/ZsRE-test-all.json"
+    @Option(help: "Records.") var records: [Int] = [0]
+    @Option(help: "Random directions.") var random: Int = 24
+    @Option(help: "Perturbation norm relative to ‖v_init‖.") var perturbation: Float = 0.3
+
+    func run() throws {
+        let lm = try LanguageModel(path: model, precision: .int)
+        let editor = try ZOEditor(model: lm, settings: EditSettings())
+        let D = lm.config.hidden, V = lm.config.vocab
+        let gamma = try lm.gguf.dequantize("output_norm.weight")
+        let E = lm.gguf.tensorInfo("token_embd.weight")!
+        func unit(_ x: [Float]) -> [Float] { let n = x.reduce(0) { $0 + $1 * $1 }.squareRoot(); return x.map { $0 / n } }
+        for record in records {
+            let request = try EditRequests.load(path: edits)[record]
+            let layout = try EditLayout(request, prefixes: editor.prefixes, tokenizer: lm.tokenizer)
+            let vNorm = try editor.valueNorm(layout)
+            let rows = try layout.targets.map { try lm.gguf.dequantizeRow(E, $0) }
+            var priors: [(String, [Float])] = []
+            priors.append(("Σ γ⊙E[target]", unit((0..<D).map { i in rows.reduce(0) { $0 + $1[i] } * gamma[i] })))
+            priors.append(("Σ E[target]", unit((0..<D).map { i in rows.reduce(0) { $0 + $1[i] } })))
+            priors.append(("γ⊙E[first target]", unit((0..<D).map { rows[0][$0] * gamma[$0] })))
+            var g = SplitMix64(seed: 7)
+            let randoms = (0..<random).map { _ in unit((0..<D).map { _ in Float(g.normal()) }) }
+            let dirs = priors.map(\.1) + randoms
+            let eps = perturbation * vNorm
+            let graph = try editor.stepGraph(layout, copies: 2 * dirs.count)
+            var points: [[Float]] = []
+            for u in dirs { points.append(u.map { $0 * eps }); points.append(u.map { -$0 * eps }) }
+            let losses = try editor.losses(graph, points)
+            var slopes: [Double] = []
+            for i in 0..<dirs.count { slopes.append((losses[2 * i] - losses[2 * i + 1]) / (2 * Double(eps))) }
+            var sq = 0.0
+            for v in slopes[priors.count...] { sq += v * v }
+            let gNorm = (Double(D) * sq / Double(random)).squareRoot()
+            print("record \(record) \(request.subject.debugDescription) → \(request.targetNew.debugDescription): ‖v_init‖ \(String(format: "%.2f", vNorm)), ‖g‖ ≈ \(String(format: "%.4f", gNorm))")
+            for (i, (name, _)) in priors.enumerated() {
+                print(String(format: "  %-20@ slope %+.4f  cos(−g) %+.3f", name as NSString, slopes[i], -slopes[i] / gNorm))
+            }
+            let rc = slopes[priors.count...].map { abs($0) / gNorm }
+            print(String(format: "  random directions: mean |cos| %.3f (1/√D = %.3f)", rc.reduce(0, +) / Double(rc.count), 1 / Double(D).squareRoot()))
+            _ = V
         }
     }
 }
