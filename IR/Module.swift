@@ -76,6 +76,18 @@ public struct Module: Sendable {
 
     public func function(_ name: String) -> Function? { functions.first { $0.name == name } }
     public func constant(_ name: String) -> ConstantDecl? { constants.first { $0.name == name } }
+
+    /// Adds another module's functions, attributes, and the constants this one lacks (a constant
+    /// both declare is the same weight: lowered from one model, it keeps one segment).
+    public mutating func merge(_ other: Module) {
+        functions += other.functions
+        attributes.merge(other.attributes) { mine, _ in mine }
+        let have = Set(constants.map(\.name))
+        for c in other.constants where !have.contains(c.name) {
+            constants.append(c)
+            if let d = other.constantData[c.name] { constantData[c.name] = d }
+        }
+    }
 }
 
 extension Module: Equatable {

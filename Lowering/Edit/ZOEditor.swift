@@ -66,6 +66,21 @@ public struct EditLayout: Sendable {
         return m
     }
 
+    /// Token ids of rows first..<first+rows of each left-padded prompt, prompt after prompt.
+    public func paddedIDs(first: Int, rows: Int, padID: Int) -> [Int] {
+        var ids: [Int] = []
+        for (seq, o) in zip(sequences, offsets) {
+            let padded = Array(repeating: padID, count: o) + seq
+            for r in first..<(first + rows) { ids.append(r < padded.count ? padded[r] : padID) }
+        }
+        return ids
+    }
+
+    /// The scored rows of each prompt in a graph's row numbering (rows first..<first+rows of the padded layout).
+    public func scoredRows(first: Int) -> [Range<Int>] {
+        zip(scored, offsets).map { ($0.lowerBound + $1 - first)..<($0.upperBound + $1 - first) }
+    }
+
     /// ROME's layout: "{prefix}. {prompt}" for each context prefix, and "{subject} is a" for KL.
     public init(_ edit: EditRequest, prefixes: [String], tokenizer: Tokenizer) throws {
         guard let subjectRange = edit.prompt.range(of: edit.subject) else {
@@ -96,30 +111,10 @@ public struct EditLayout: Sendable {
     }
 }
 
-/// What one edit did.
-public struct EditOutcome: Sendable {
-    public var steps: Int
-    /// Step-graph evaluations: 2q perturbed copies per step.
-    public var evaluations: Int
-    public var stoppedEarly: Bool
-    /// The smallest target-token probability over rewrite prompts before the rank-one update (last probe).
-    public var minTargetProbability: Double
-    /// The same after the update, measured on the int graph with the requantized weights.
-    public var minTargetProbabilityAfterUpdate: Double
-    public var deltaNorm: Float
-    public var valueNorm: Float
-    public var clippedWeights: Int
-    public var seconds: Double
-    /// The edited layer's down-projection (GGUF layout, f32), for export.
-    public var editedWeight: [Float]
-    public var weightName: String
-    /// The weight's int8 form before this edit (`LanguageModel.restoreWeight` undoes the edit).
-    public var previousInt8: [Int8]
-}
-
-/// Runs MobiEdit on the int path of a LanguageModel: a batched step graph of 2q ± perturbed
-/// copies of every prompt, a probe graph (the unperturbed prompts) for early stopping, ZO
-/// estimates and Adam on the host, then r-ROME's rank-one update of ffn_down.
+/// Compiles MobiEdit edits on the int path of a LanguageModel: per edit, a prefix function (what
+/// δ cannot change, run once), a step function (the suffix batched over 2q ± perturbed copies)
+/// and a probe function (the unperturbed suffix, for early stopping). `edit` also runs them
+/// (EditRunner: ZO estimates and Adam on the host, then r-ROME's rank-one update of ffn_down).
 public final class ZOEditor {
     public let model: LanguageModel
     public let settings: EditSettings
@@ -170,313 +165,121 @@ public final class ZOEditor {
         return c
     }
 
-    /// The scored rows of each prompt in a graph's row numbering (rows first..<first+rows of the padded layout).
-    func scoredRows(_ layout: EditLayout, first: Int) -> [Range<Int>] {
-        zip(layout.scored, layout.offsets).map { ($0.lowerBound + $1 - first)..<($0.upperBound + $1 - first) }
-    }
 
     /// Lowers an editing graph of `copies` × the layout's prompts with δ_c added to layer L's MLP
-    /// output at the subject row of copy c.
+    /// output at the subject row of copy c. `grids`: the prefix function's wide results.
     ///
-    /// `cached` (the default): the step graph. The layout's prefix graph (run once) has computed
+    /// With grids (the step graph): the layout's prefix function (run once per edit) has computed
     /// everything δ cannot change; this graph starts at layer L's residual add, runs only the rows
     /// from the subject on, and reads the later layers' keys and values of the rows before it.
-    /// Otherwise the graph runs every layer on every row (the reference the step graph must match
-    /// exactly).
-    public func graph(_ layout: EditLayout, copies: Int, deltaRange: Double? = nil, cached: Bool = true) throws -> EditGraph {
-        let L = settings.layer
-        let run = cached ? try prefix(layout) : nil
+    /// Without (the full graph): every layer on every row, the reference the step graph must match
+    /// exactly.
+    func lowerGraph(_ name: String, _ layout: EditLayout, copies: Int, deltaRange: Double?, grids: [String: WideGrid]?) throws -> Module {
         let c = try compiler(deltaRange: deltaRange)
-        if let r = run { for (k, g) in r.grids { c.setGrid(param: k, g) } }
-        counter += 1
-        let name = "edit\(counter)_\(cached ? "step" : "full")"
-        let P = layout.sequences.count, C = layout.cacheLength, T = layout.suffixLength
+        for (k, g) in grids ?? [:] { c.setGrid(param: k, g) }
+        let cached = grids != nil
+        let C = layout.cacheLength, T = layout.suffixLength
         let first = cached ? C : 0, rows = cached ? T : C + T
-        let shape = ForwardShape(batch: copies * P, seqLen: rows, cacheLen: first, injectLayer: L,
-                                 scored: ScoredRows(copies: copies, rows: scoredRows(layout, first: first)),
-                                 padMask: layout.mask(copies: copies, first: first, rows: rows), startLayer: cached ? L : nil)
-        let m = try c.lower(name, shape)
-        let interp = try Interpreter(module: m, constantsFrom: model.npuForwards.values.first?.interpreter)
-        var fixed: [String: TensorData] = [:]
-        let D = model.config.hidden, kvh = model.config.kvHeads, hd = model.config.headDim
-        if let run = run {
-            // Every copy reads the same prefix: layer L's suffix rows, later layers' keys and values before them.
-            for k in ["attn_residual", "ffn_out"] {
-                guard let a = run.out[k] else { throw RuntimeError.badRequest("prefix graph returned no \(k)") }
-                fixed[k] = a.rows(blocks: P, of: C + T, taking: C..<(C + T), width: D)
-            }
-            for l in (L + 1)..<model.config.layers where C > 0 {
-                for (out, param) in [("k.\(l)", "k_cache.\(l)"), ("v.\(l)", "v_cache.\(l)")] {
-                    guard let a = run.out[out] else { throw RuntimeError.badRequest("prefix graph returned no \(out)") }
-                    fixed[param] = a.rows(blocks: P * kvh, of: C + T, taking: 0..<C, width: hd)
-                }
-            }
-        } else {
-            fixed["embeddings"] = .i16(try embeddedRows(layout, first: 0, rows: rows, scale: EditGraph.scale(m.function(name)?.params.first?.type, "@\(name) embeddings")))
-        }
-        return try EditGraph(interpreter: interp, name: name, layout: layout, copies: copies, hidden: D, first: first, rows: rows,
-                             fixed: fixed.mapValues { $0.repeated(copies) })
+        let shape = ForwardShape(batch: copies * layout.sequences.count, seqLen: rows, cacheLen: first, injectLayer: settings.layer,
+                                 scored: ScoredRows(copies: copies, rows: layout.scoredRows(first: first)),
+                                 padMask: layout.mask(copies: copies, first: first, rows: rows), startLayer: cached ? settings.layer : nil)
+        return try c.lower(name, shape)
     }
 
-    /// The token embeddings of rows first..<first+rows of each left-padded prompt, on the i16 grid `scale`.
-    func embeddedRows(_ layout: EditLayout, first: Int, rows: Int, scale: Float) throws -> [Int16] {
-        let pad = model.tokenizer.eosID ?? 0
-        var ids: [Int] = []
-        for (seq, o) in zip(layout.sequences, layout.offsets) {
-            let padded = Array(repeating: pad, count: o) + seq
-            for r in first..<(first + rows) { ids.append(r < padded.count ? padded[r] : pad) }
-        }
-        guard case let .f32(e) = try model.embed(ids) else { throw RuntimeError.badRequest("embedding lookup returned no f32 rows") }
-        return EditGraph.quantize(e, scale)
-    }
-
-    /// What the prefix graph of a layout returns: every result by name, the scales of the logits,
-    /// keys and values, and the grids of the wide results a step graph resumes from.
-    struct PrefixRun {
-        var out: [String: TensorData]
-        var logitScale: Float, keyScale: Float, valueScale: Float
-        var grids: [String: WideGrid]
-        func i16(_ name: String) throws -> [Int16] {
-            guard case let .i16(a)? = out[name] else { throw RuntimeError.badRequest("the prefix graph returned no i16 \(name)") }
-            return a
-        }
-    }
-
-    /// The last layout's prefix run (recomputed after the weights change).
-    private var prefixCache: (sequences: [[Int]], run: PrefixRun)?
-
-    /// Runs the layout's prefix graph once: every prompt unperturbed, every row, returning the
+    /// Lowers the layout's prefix function: every prompt unperturbed, every row, returning the
     /// logits of the scored rows, layer L's key and value (ffn_down's input and output), layer L's
-    /// residual stream and MLP output (wide), and every layer's keys and values.
-    func prefix(_ layout: EditLayout) throws -> PrefixRun {
-        if let p = prefixCache, p.sequences == layout.sequences { return p.run }
+    /// residual stream and MLP output (on their wide grids), and every layer's keys and values.
+    func lowerPrefix(_ name: String, _ layout: EditLayout) throws -> (Module, [String: WideGrid]) {
         let c = try compiler(deltaRange: nil)
         let L = settings.layer
-        let P = layout.sequences.count, rows = layout.cacheLength + layout.suffixLength
-        counter += 1
-        let name = "edit\(counter)_prefix"
-        let shape = ForwardShape(batch: P, seqLen: rows, emitCache: true, scored: ScoredRows(copies: 1, rows: scoredRows(layout, first: 0)),
+        let rows = layout.cacheLength + layout.suffixLength
+        let shape = ForwardShape(batch: layout.sequences.count, seqLen: rows, emitCache: true,
+                                 scored: ScoredRows(copies: 1, rows: layout.scoredRows(first: 0)),
                                  probeLayer: L, padMask: layout.mask(copies: 1, first: 0, rows: rows), exportLayer: L)
         let m = try c.lower(name, shape)
-        let interp = try Interpreter(module: m, constantsFrom: model.npuForwards.values.first?.interpreter)
-        let f = m.function(name)!
-        func result(_ n: String) -> TensorType? { f.results.first { $0.0 == n }.map { f.type(of: $0.1) } }
-        let e = try embeddedRows(layout, first: 0, rows: rows, scale: EditGraph.scale(f.params[0].type, "@\(name) embeddings"))
         var grids: [String: WideGrid] = [:]
         for k in ["attn_residual", "ffn_out"] {
             guard let g = WideGrid(m.attributes["grid.\(name).\(k)"]) else { throw RuntimeError.badRequest("@\(name): \(k) has no recorded grid") }
             grids[k] = g
         }
-        let run = PrefixRun(out: try interp.run(name, ["embeddings": .i16(e)]), logitScale: try EditGraph.scale(result("logits"), "@\(name) logits"),
-                            keyScale: try EditGraph.scale(result("ffn_key"), "@\(name) ffn_key"),
-                            valueScale: try EditGraph.scale(result("ffn_value"), "@\(name) ffn_value"), grids: grids)
-        prefixCache = (layout.sequences, run)
-        return run
+        return (m, grids)
     }
 
-    /// ‖v_init‖: the norm of layer L's MLP output at the subject row of the plain prompt.
-    public func valueNorm(_ layout: EditLayout) throws -> Float {
-        let base = try prefix(layout)
-        let D = model.config.hidden, row = layout.cacheLength * D
-        let values = try base.i16("ffn_value")
-        return values[row..<(row + D)].reduce(Float(0)) { $0 + (Float($1) * base.valueScale) * (Float($1) * base.valueScale) }.squareRoot()
-    }
-
-    /// A step graph of `copies` perturbed copies, δ's grid sized for the clamp (clamp · ‖v_init‖).
-    public func stepGraph(_ layout: EditLayout, copies: Int) throws -> EditGraph {
-        try graph(layout, copies: copies, deltaRange: Double(settings.clamp * valueNorm(layout)))
-    }
-
-    /// The edit loss at each point (δ of copy c of `g`): the target tokens' NLL, token-mean per
-    /// rewrite prompt and averaged over them, + kl_factor · KL(p_δ ‖ p_0) at the KL prompt's
-    /// last row + wd · ‖δ‖ / ‖v_init‖².
-    public func losses(_ g: EditGraph, _ points: [[Float]]) throws -> [Double] {
-        let layout = g.layout, s = settings
-        let base = try prefix(layout)
-        let V = model.config.vocab, N = layout.scored.map(\.count).reduce(0, +), klRow = N - 1
-        let offsets = layout.scored.map(\.count).reduce(into: [0]) { $0.append($0.last! + $1) }
-        let klBase = logSoftmax(try base.i16("logits")[(klRow * V)..<((klRow + 1) * V)], scale: base.logitScale)
-        let vNorm = Double(try valueNorm(layout))
-        let logits = try g.logits(points)
-        return points.enumerated().map { c, point in
-            var nll = 0.0
-            for p in 0..<layout.rewriteCount {
-                var sum = 0.0
-                for (j, t) in layout.targets.enumerated() {
-                    let row = (c * N + offsets[p] + j) * V
-                    sum -= logSoftmax(logits[row..<(row + V)], scale: g.logitScale)[t]
-                }
-                nll += sum / Double(layout.targets.count)
-            }
-            nll /= Double(layout.rewriteCount)
-            let row = (c * N + klRow) * V
-            let lp = logSoftmax(logits[row..<(row + V)], scale: g.logitScale)
-            var kl = 0.0
-            for i in 0..<V { kl += exp(lp[i]) * (lp[i] - klBase[i]) }
-            let dn = Double(point.reduce(0) { $0 + $1 * $1 }.squareRoot())
-            return nll + Double(s.klFactor) * kl + Double(s.weightDecay) * dn / (vNorm * vNorm)
-        }
-    }
-
-    public func edit(_ request: EditRequest, progress: ((_ step: Int, _ loss: Double, _ minP: Double, _ relDelta: Float) -> Void)? = nil) throws -> EditOutcome {
-        let start = Date()
-        let s = settings, L = s.layer
+    /// Compiles one edit: its prefix, step (2q copies) and probe (1 copy) functions in one module,
+    /// named "<tag>_prefix", "<tag>_step", "<tag>_probe". The prefix runs once here for ‖v_init‖,
+    /// which sizes δ's grid (clamp · ‖v_init‖).
+    public func compile(_ request: EditRequest, tag: String) throws -> (module: Module, program: EditProgram) {
         let layout = try EditLayout(request, prefixes: prefixes, tokenizer: model.tokenizer)
-        let V = model.config.vocab, D = model.config.hidden
-        let q = s.directions
-        let N = layout.scored.map(\.count).reduce(0, +)
-        let klRow = N - 1
-        let offsets = layout.scored.map(\.count).reduce(into: [0]) { $0.append($0.last! + $1) }
-        func minTargetProbability(_ logits: [Int16], copy: Int, scale: Float) -> Double {
-            var worst = 1.0
-            for p in 0..<layout.rewriteCount {
-                for (j, t) in layout.targets.enumerated() {
-                    let row = (copy * N + offsets[p] + j) * V
-                    worst = min(worst, exp(logSoftmax(logits[row..<(row + V)], scale: scale)[t]))
-                }
-            }
-            return worst
-        }
-        // The prefix run: unperturbed logits (the KL baseline), layer L's keys and values.
-        let base = try prefix(layout)
-        let baseLogits = try base.i16("logits"), values = try base.i16("ffn_value"), keys = try base.i16("ffn_key")
-        let klBase = logSoftmax(baseLogits[(klRow * V)..<((klRow + 1) * V)], scale: base.logitScale)
-        let F = model.config.ffn
-        // Every prompt's subject row sits at row C of the padded layout.
-        let R = layout.cacheLength + layout.suffixLength, srow = layout.cacheLength
-        let vInit = (0..<D).map { Float(values[srow * D + $0]) * base.valueScale }
-        let vNorm = vInit.reduce(0) { $0 + $1 * $1 }.squareRoot()
-        // k̄: the down-projection's input at the subject row, averaged over the rewrite prompts.
-        var key = [Float](repeating: 0, count: F)
-        for p in 0..<layout.rewriteCount {
-            let b = (p * R + srow) * F
-            for j in 0..<F { key[j] += Float(keys[b + j]) * base.keyScale / Float(layout.rewriteCount) }
-        }
-        let zero = [Float](repeating: 0, count: D)
+        let names = (prefix: "\(tag)_prefix", step: "\(tag)_step", probe: "\(tag)_probe")
+        let (pm, grids) = try lowerPrefix(names.prefix, layout)
+        var program = EditProgram(request: request, layout: layout, prefix: names.prefix, step: names.step, probe: names.probe,
+                                  valueNorm: 0, deltaRange: 0)
+        let run = try PrefixRun(Interpreter(module: pm, constantsFrom: model.npuForwards.values.first?.interpreter), program, config: model.config,
+                                embed: embedRows, padID: model.tokenizer.eosID ?? 0)
+        program.valueNorm = run.valueNorm
+        program.deltaRange = Double(settings.clamp * run.valueNorm)
+        let range = program.deltaRange
+        var m = pm
+        m.merge(try lowerGraph(names.step, layout, copies: 2 * settings.directions, deltaRange: range, grids: grids))
+        m.merge(try lowerGraph(names.probe, layout, copies: 1, deltaRange: range, grids: grids))
+        return (m, program)
+    }
 
-        let step = try stepGraph(layout, copies: 2 * q)
-        let probe = try stepGraph(layout, copies: 1)
-        let est = ZOEstimator(dimension: D, directions: q, epsilon: s.perturbation * vNorm / Float(D).squareRoot(), seed: s.seed)
-        var adam = Adam(dimension: D, learningRate: s.learningRate)
-        var delta = zero
-        var steps = 0, stopped = false, pmin = 0.0
-        while true {
-            pmin = minTargetProbability(try probe.logits([delta]), copy: 0, scale: probe.logitScale)
-            if pmin > s.stopProbability { stopped = true; break }
-            if steps == s.maxSteps { break }
-            let points = est.points(around: delta, step: steps)
-            let losses = try self.losses(step, points)
-            adam.step(&delta, gradient: est.gradient(losses: losses, step: steps))
-            let norm = delta.reduce(0) { $0 + $1 * $1 }.squareRoot(), limit = s.clamp * vNorm
-            if norm > limit { delta = delta.map { $0 * limit / norm } }
-            steps += 1
-            progress?(steps, losses.reduce(0, +) / Double(losses.count), pmin, delta.reduce(0) { $0 + $1 * $1 }.squareRoot() / vNorm)
-        }
+    /// Token embeddings (f32 rows) from the model's table.
+    func embedRows(_ ids: [Int]) throws -> [Float] {
+        guard case let .f32(e) = try model.embed(ids) else { throw RuntimeError.badRequest("embedding lookup returned no f32 rows") }
+        return e
+    }
 
-        // r-ROME: W' k̄ = v_init + δ, with the averaged key in u and in r.
-        let wname = "blk.\(L).ffn_down.weight"
-        guard let info = model.gguf.tensorInfo(wname) else { throw ModelIOError.missingTensor(path: model.gguf.path, name: wname) }
-        let w = try model.gguf.dequantize(info)
-        let target = zip(vInit, delta).map { $0 + $1 }
-        let update = try RankOneUpdate(weights: w, rows: D, cols: F, key: key, target: target)
-        let edited = update.applied(to: w)
-        guard let previous = try model.int8Weight(wname) else { throw RuntimeError.missingConstantData(wname + ".i8") }
-        let clipped = try model.replaceWeight(wname, edited)
-        prefixCache = nil  // computed with the weights before this edit
-        let after = try prefix(layout)
-        let afterLogits = try after.i16("logits")
-        return EditOutcome(steps: steps, evaluations: steps * 2 * q, stoppedEarly: stopped, minTargetProbability: pmin,
-                           minTargetProbabilityAfterUpdate: minTargetProbability(afterLogits, copy: 0, scale: after.logitScale),
-                           deltaNorm: delta.reduce(0) { $0 + $1 * $1 }.squareRoot(), valueNorm: vNorm, clippedWeights: clipped,
-                           seconds: Date().timeIntervalSince(start), editedWeight: edited, weightName: wname, previousInt8: previous)
+    /// An interpreter over a compiled edit's module that shares the model's materialized weights.
+    public func interpreter(_ m: Module) throws -> Interpreter {
+        try Interpreter(module: m, constantsFrom: model.npuForwards.values.first?.interpreter)
+    }
+
+    /// The full editing graph of a compiled edit (every layer on every row, `copies` copies), bound
+    /// to its embedded prompts: the reference its step function must match bit for bit.
+    public func fullGraph(_ runner: EditRunner, copies: Int) throws -> EditGraph {
+        counter += 1
+        let layout = runner.program.layout, name = "edit\(counter)_full"
+        let m = try lowerGraph(name, layout, copies: copies, deltaRange: runner.program.deltaRange, grids: nil)
+        let f = m.function(name)!
+        let rows = layout.cacheLength + layout.suffixLength
+        let e = try embedRows(layout.paddedIDs(first: 0, rows: rows, padID: model.tokenizer.eosID ?? 0))
+        let scale = try EditGraph.scale(f.params.first { $0.name == "embeddings" }?.type, "@\(name) embeddings")
+        return try EditGraph(interpreter: interpreter(m), name: name, layout: layout, hidden: model.config.hidden,
+                             fixed: ["embeddings": TensorData.i16(EditGraph.quantize(e, scale)).repeated(copies)])
+    }
+
+    /// Compiles one edit and binds it to an interpreter sharing the model's weights.
+    public func runner(_ request: EditRequest) throws -> EditRunner {
+        counter += 1
+        let (m, program) = try compile(request, tag: "edit\(counter)")
+        return try EditRunner(interpreter: interpreter(m), program: program, settings: settings, config: model.config,
+                              embed: embedRows, padID: model.tokenizer.eosID ?? 0)
+    }
+
+    /// Compiles and runs one edit on the model; its weights stay edited (`LanguageModel.restoreWeight` undoes it).
+    public func edit(_ request: EditRequest, progress: EditProgress? = nil) throws -> EditOutcome {
+        let r = try runner(request)
+        return try r.run(weights: LiveWeights(model: model, also: [r.interpreter]), progress: progress)
     }
 }
 
-/// log-softmax of one row of i16 logits with scale `scale`, in f64.
-func logSoftmax(_ row: ArraySlice<Int16>, scale: Float) -> [Double] {
-    let x = row.map { Double($0) * Double(scale) }
-    let m = x.max() ?? 0
-    let lse = m + log(x.reduce(0.0) { $0 + exp($1 - m) })
-    return x.map { $0 - lse }
-}
+/// Edits on a LanguageModel: the down-projection read from the GGUF (or the last edit), and
+/// replaced in every lowered graph of the model and in `also`.
+public final class LiveWeights: EditWeights {
+    let model: LanguageModel
+    let also: [Interpreter]
+    public init(model: LanguageModel, also: [Interpreter]) { self.model = model; self.also = also }
 
-/// A lowered editing graph bound to one edit's prompts: feeds `copies` × prompts (the same fixed
-/// inputs in every copy) with δ_c at each prompt's subject row, and returns i16 logits
-/// [copies, scored rows, V].
-public final class EditGraph {
-    public let interpreter: Interpreter
-    public let name: String
-    public let layout: EditLayout
-    public let copies: Int
-    public let deltaScale: Float, logitScale: Float
-    /// The graph runs rows first..<first+rows of the padded layout; the subject row is `first`
-    /// when a prefix graph has run the rows before it.
-    public let first: Int, rows: Int
-    let hidden: Int
-    /// Inputs other than δ (embedded rows, or the prefix's residual stream and caches).
-    let fixed: [String: TensorData]
-
-    init(interpreter: Interpreter, name: String, layout: EditLayout, copies: Int, hidden: Int, first: Int, rows: Int,
-         fixed: [String: TensorData]) throws {
-        self.interpreter = interpreter; self.name = name; self.layout = layout; self.copies = copies
-        self.hidden = hidden; self.first = first; self.rows = rows; self.fixed = fixed
-        guard let f = interpreter.module.function(name) else { throw RuntimeError.noFunction(name, available: []) }
-        deltaScale = try Self.scale(f.params.first { $0.name == "delta" }?.type, "@\(name) delta")
-        logitScale = try Self.scale(f.results.first { $0.0 == "logits" }.map { f.type(of: $0.1) }, "@\(name) logits")
+    public func downProjection(layer: Int) throws -> [Float] {
+        let name = "blk.\(layer).ffn_down.weight"
+        if let w = model.editedWeights[name] { return w }
+        guard let info = model.gguf.tensorInfo(name) else { throw ModelIOError.missingTensor(path: model.gguf.path, name: name) }
+        return try model.gguf.dequantize(info)
     }
 
-    static func scale(_ t: TensorType?, _ what: String) throws -> Float {
-        guard case let .perTensor(s, _)? = t?.quant else { throw RuntimeError.badRequest("\(what) is not a quantized tensor of an editing graph") }
-        return s
+    public func replaceDownProjection(layer: Int, _ w: [Float]) throws -> Int {
+        try model.replaceWeight("blk.\(layer).ffn_down.weight", w, also: also)
     }
-
-    static func quantize(_ x: [Float], _ s: Float) -> [Int16] { x.map { Int16(clamping: Int(($0 / s).rounded())) } }
-
-    /// The subject row of every prompt in this graph's rows.
-    public var subjectRow: Int { layout.cacheLength - first }
-
-    /// Runs the graph with δ_c for copy c (deltas.count must equal copies).
-    public func run(_ deltas: [[Float]]) throws -> [String: TensorData] {
-        guard deltas.count == copies else { throw RuntimeError.badRequest("@\(name) takes \(copies) perturbations, got \(deltas.count)") }
-        let D = hidden, P = layout.sequences.count
-        var d = [Int16](repeating: 0, count: copies * P * rows * D)
-        for (c, delta) in deltas.enumerated() {
-            let q = Self.quantize(delta, deltaScale)
-            for p in 0..<P { let base = ((c * P + p) * rows + subjectRow) * D; d.replaceSubrange(base..<(base + D), with: q) }
-        }
-        var inputs = fixed
-        inputs["delta"] = .i16(d)
-        return try interpreter.run(name, inputs)
-    }
-
-    /// The i16 logits [copies, scored rows, V].
-    public func logits(_ deltas: [[Float]]) throws -> [Int16] {
-        guard case let .i16(l)? = try run(deltas)["logits"] else { throw RuntimeError.badRequest("@\(name) returned no i16 logits") }
-        return l
-    }
-}
-
-extension TensorData {
-    /// Rows `taking` of each of `blocks` blocks of `of` rows of `width` elements, joined.
-    func rows(blocks: Int, of rows: Int, taking: Range<Int>, width: Int) -> TensorData {
-        mapElements(RowPick(blocks: blocks, rows: rows, taking: taking, width: width))
-    }
-
-    /// The data `n` times over.
-    func repeated(_ n: Int) -> TensorData { mapElements(Repeat(times: n)) }
-}
-
-struct RowPick: ElementTransform {
-    let blocks: Int, rows: Int, taking: Range<Int>, width: Int
-    func callAsFunction<T>(_ a: [T]) -> [T] {
-        var out: [T] = []
-        out.reserveCapacity(blocks * taking.count * width)
-        for b in 0..<blocks { out += a[((b * rows + taking.lowerBound) * width)..<((b * rows + taking.upperBound) * width)] }
-        return out
-    }
-}
-
-struct Repeat: ElementTransform {
-    let times: Int
-    func callAsFunction<T>(_ a: [T]) -> [T] { Array([[T]](repeating: a, count: times).joined()) }
 }

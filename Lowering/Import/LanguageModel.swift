@@ -18,6 +18,8 @@ public final class LanguageModel: CausalLM {
     private var built = Set<String>()
     private var compiler: NPUCompiler?
     var npuForwards: [String: NPUForward] = [:]
+    /// Weights an edit has replaced (f32, GGUF layout), by name.
+    public internal(set) var editedWeights: [String: [Float]] = [:]
     private lazy var embeddings = try? EmbeddingTable(gguf: gguf)
 
     /// How calibration chooses ranges for the int path.
@@ -164,6 +166,7 @@ extension LanguageModel {
         let (qname, data, clipped) = try npuCompiler().weights.requantize(name, w)
         for f in npuForwards.values where f.interpreter.module.constant(qname) != nil { try f.interpreter.replaceConstant(qname, data) }
         for i in also where i.module.constant(qname) != nil { try i.replaceConstant(qname, data) }
+        editedWeights[name] = w
         return clipped
     }
 
@@ -173,6 +176,7 @@ extension LanguageModel {
     /// Puts back an int8 form saved by `int8Weight` in every lowered graph.
     public func restoreWeight(_ name: String, _ q: [Int8]) throws {
         let qname = try npuCompiler().weights.restore(name, q)
+        editedWeights[name] = nil
         for f in npuForwards.values where f.interpreter.module.constant(qname) != nil { try f.interpreter.replaceConstant(qname, .i8(q)) }
     }
 }

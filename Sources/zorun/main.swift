@@ -167,6 +167,7 @@ struct Edit: ParsableCommand {
         let batch = Array(requests[from..<min(requests.count, from + count)])
         for (i, r) in batch.enumerated() {
             let before = try eval ? EditScores.measure(lm, r, localityBefore: nil) : nil
+            let previous = try lm.int8Weight("blk.\(layer).ffn_down.weight")
             let o = try editor.edit(r) { step, loss, p, rd in
                 guard tty || verbose else { return }
                 FileHandle.standardError.write(Data("\(verbose ? "" : "\r")  edit \(i + 1)/\(batch.count) step \(step) loss \(String(format: "%.3f", loss)) min p(target) \(String(format: "%.3f", p)) ‖δ‖/‖v‖ \(String(format: "%.2f", rd))\(verbose ? "\n" : "   ")".utf8))
@@ -186,7 +187,7 @@ struct Edit: ParsableCommand {
             if let dir = outDir {
                 try lm.gguf.rewriter(replacing: [o.weightName: o.editedWeight]).write(to: "\(dir)/record-\(from + i).gguf", inputs: [model, edits])
             }
-            if !sequential { try lm.restoreWeight(o.weightName, o.previousInt8) }
+            if !sequential, let p = previous { try lm.restoreWeight(o.weightName, p) }
         }
         if let path = report {
             try writeAtomically(Data(JSONValue.array(rows).serialized.utf8), to: path, inputs: [model, edits])

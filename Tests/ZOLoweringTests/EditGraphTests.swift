@@ -57,11 +57,14 @@ final class EditGraphTests: XCTestCase {
         let lm = try NPUModelTests.model()
         var s = EditSettings()
         s.contextPrefixes = 1
+        s.directions = 1
         let editor = try ZOEditor(model: lm, settings: s)
-        let layout = try EditLayout(try zsre(1), prefixes: editor.prefixes, tokenizer: lm.tokenizer)
+        let runner = try editor.runner(try zsre(1))
+        let layout = runner.program.layout
         XCTAssertGreaterThan(layout.cacheLength, 0)
-        let full = try editor.graph(layout, copies: 2, cached: false)
-        let cached = try editor.graph(layout, copies: 2)
+        let cached = try runner.start().step
+        let full = try editor.fullGraph(runner, copies: 2)
+        XCTAssertEqual(cached.copies, 2)
         XCTAssertEqual(cached.rows, layout.suffixLength)
         XCTAssertEqual(full.rows, layout.cacheLength + layout.suffixLength)
         // The step graph starts at layer L's residual add: no op of the layers before runs in it.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ZOIR
 import ZOLowering
 import ZOModelIO
 import ZORuntime
@@ -257,7 +258,7 @@ struct EditStep: ParsableCommand {
         let editor = try ZOEditor(model: lm, settings: s)
         let request = try EditRequests.load(path: edits)[record]
         let layout = try EditLayout(request, prefixes: editor.prefixes, tokenizer: lm.tokenizer)
-        let g = try editor.graph(layout, copies: 2 * directions)
+        let g = try editor.runner(request).start().step
         let zero = [[Float]](repeating: [Float](repeating: 0, count: lm.config.hidden), count: 2 * directions)
         _ = try g.run(zero)
         g.interpreter.profile = [:]
@@ -271,12 +272,12 @@ struct EditStep: ParsableCommand {
         var macs = 0.0
         for op in f.ops where op.kind == .fullyConnected || op.kind == .matmul {
             let a = f.type(of: op.operands[0]).shape, out = op.type.shape
-            let k = op.kind == .matmul && !(op.attributes["transpose_b"].map { $0 == .bool(true) } ?? false)
+            let k = op.kind == OpKind.matmul && !(op.attributes["transpose_b"].map { $0 == .bool(true) } ?? false)
                 ? f.type(of: op.operands[1]).shape.dropLast().last! : a.last!
             macs += Double(out.reduce(1, *)) * Double(k)
         }
         let t = median(times)
-        print("edit step graph, record \(record): \(2 * directions) copies × \(layout.sequences.count) prompts × \(g.rows) rows, \(Threads.count) threads")
+        print("edit step graph, record \(record): \(g.copies) copies × \(layout.sequences.count) prompts × \(g.rows) rows, \(Threads.count) threads")
         print(String(format: "  time (median of %d):  %.3f s", runs, t))
         print(String(format: "  integer MACs:         %.2f G  (%.1f GMAC/s)", macs / 1e9, macs / 1e9 / t))
         let prof = g.interpreter.profile ?? [:]
@@ -303,16 +304,19 @@ struct EditDirections: ParsableCommand {
 
     func run() throws {
         let lm = try LanguageModel(path: model, precision: .int)
-        let editor = try ZOEditor(model: lm, settings: EditSettings())
+        var settings = EditSettings()
+        settings.directions = 3 + random
+        let editor = try ZOEditor(model: lm, settings: settings)
         let D = lm.config.hidden, V = lm.config.vocab
         let gamma = try lm.gguf.dequantize("output_norm.weight")
         let E = lm.gguf.tensorInfo("token_embd.weight")!
         func unit(_ x: [Float]) -> [Float] { let n = x.reduce(0) { $0 + $1 * $1 }.squareRoot(); return x.map { $0 / n } }
         for record in records {
             let request = try EditRequests.load(path: edits)[record]
-            let layout = try EditLayout(request, prefixes: editor.prefixes, tokenizer: lm.tokenizer)
-            let vNorm = try editor.valueNorm(layout)
-            let rows = try layout.targets.map { try lm.gguf.dequantizeRow(E, $0) }
+            let runner = try editor.runner(request)
+            let start = try runner.start()
+            let vNorm = start.valueNorm
+            let rows = try runner.program.layout.targets.map { try lm.gguf.dequantizeRow(E, $0) }
             var priors: [(String, [Float])] = []
             priors.append(("Σ γ⊙E[target]", unit((0..<D).map { i in rows.reduce(0) { $0 + $1[i] } * gamma[i] })))
             priors.append(("Σ E[target]", unit((0..<D).map { i in rows.reduce(0) { $0 + $1[i] } })))
@@ -321,10 +325,10 @@ struct EditDirections: ParsableCommand {
             let randoms = (0..<random).map { _ in unit((0..<D).map { _ in Float(g.normal()) }) }
             let dirs = priors.map(\.1) + randoms
             let eps = perturbation * vNorm
-            let graph = try editor.stepGraph(layout, copies: 2 * dirs.count)
+            let graph = start.step
             var points: [[Float]] = []
             for u in dirs { points.append(u.map { $0 * eps }); points.append(u.map { -$0 * eps }) }
-            let losses = try editor.losses(graph, points)
+            let losses = try runner.losses(start, graph, points)
             var slopes: [Double] = []
             for i in 0..<dirs.count { slopes.append((losses[2 * i] - losses[2 * i + 1]) / (2 * Double(eps))) }
             var sq = 0.0

@@ -1,0 +1,338 @@
+import Foundation
+import ZOIR
+import ZOModelIO
+import ZORuntime
+
+/// One compiled edit: the request, its static layout, and the names of its three functions in
+/// the module that holds them (a live compilation or a plan artifact).
+public struct EditProgram: Sendable {
+    public var request: EditRequest
+    public var layout: EditLayout
+    public var prefix: String, step: String, probe: String
+    /// ‖v_init‖ when compiled (the run recomputes it; the two agree on the same weights).
+    public var valueNorm: Float
+    /// The largest |δ_i| the step and probe functions represent (clamp · ‖v_init‖): δ's grid.
+    public var deltaRange: Double
+}
+
+/// Where an edit's rank-one update goes: the edited layer's down-projection as it is now (f32,
+/// GGUF layout [hidden, ffn] row-major), and its replacement on the int8 grid of every graph.
+public protocol EditWeights: AnyObject {
+    func downProjection(layer: Int) throws -> [Float]
+    /// Returns how many int8 values were clipped to ±127.
+    func replaceDownProjection(layer: Int, _ w: [Float]) throws -> Int
+}
+
+/// Called after each step: step, mean loss over the step's points, the probe's smallest target
+/// probability, ‖δ‖ / ‖v_init‖.
+public typealias EditProgress = (_ step: Int, _ loss: Double, _ minP: Double, _ relDelta: Float) -> Void
+
+/// What one edit did.
+public struct EditOutcome: Sendable {
+    public var steps: Int
+    /// Step-graph evaluations: 2q perturbed copies per step.
+    public var evaluations: Int
+    public var stoppedEarly: Bool
+    /// The smallest target-token probability over rewrite prompts before the rank-one update (last probe).
+    public var minTargetProbability: Double
+    /// The same after the update, measured on the int graph with the requantized weights.
+    public var minTargetProbabilityAfterUpdate: Double
+    public var deltaNorm: Float
+    public var valueNorm: Float
+    public var clippedWeights: Int
+    public var seconds: Double
+    /// The edited layer's down-projection (GGUF layout, f32), for export.
+    public var editedWeight: [Float]
+    public var weightName: String
+    /// The down-projection before this edit (f32), to undo it.
+    public var previousWeight: [Float]
+}
+
+/// The prefix function's results for one edit (every prompt unperturbed, every row).
+public struct PrefixRun {
+    public var out: [String: TensorData]
+    public var logitScale: Float, keyScale: Float, valueScale: Float
+    let layout: EditLayout, config: ModelConfig
+
+    /// Runs `program.prefix` on the layout's left-padded prompts.
+    public init(_ interp: Interpreter, _ program: EditProgram, config: ModelConfig, embed: ([Int]) throws -> [Float], padID: Int) throws {
+        let name = program.prefix, layout = program.layout
+        guard let f = interp.module.function(name) else { throw RuntimeError.noFunction(name, available: interp.module.functions.map(\.name)) }
+        func result(_ n: String) -> TensorType? { f.results.first { $0.0 == n }.map { f.type(of: $0.1) } }
+        let rows = layout.cacheLength + layout.suffixLength
+        let scale = try EditGraph.scale(f.params.first { $0.name == "embeddings" }?.type, "@\(name) embeddings")
+        let e = try embed(layout.paddedIDs(first: 0, rows: rows, padID: padID))
+        out = try interp.run(name, ["embeddings": .i16(EditGraph.quantize(e, scale))])
+        logitScale = try EditGraph.scale(result("logits"), "@\(name) logits")
+        keyScale = try EditGraph.scale(result("ffn_key"), "@\(name) ffn_key")
+        valueScale = try EditGraph.scale(result("ffn_value"), "@\(name) ffn_value")
+        self.layout = layout; self.config = config
+    }
+
+    func i16(_ name: String) throws -> [Int16] {
+        guard case let .i16(a)? = out[name] else { throw RuntimeError.badRequest("the prefix function returned no i16 \(name)") }
+        return a
+    }
+
+    /// v_init: layer L's MLP output at the subject row of the plain prompt (row C of prompt 0).
+    var valueInit: [Float] {
+        get throws {
+            let D = config.hidden, row = layout.cacheLength * D
+            return try i16("ffn_value")[row..<(row + D)].map { Float($0) * valueScale }
+        }
+    }
+
+    public var valueNorm: Float { ((try? valueInit) ?? []).reduce(0) { $0 + $1 * $1 }.squareRoot() }
+
+    /// k̄: the down-projection's input at the subject row, averaged over the rewrite prompts.
+    var averagedKey: [Float] {
+        get throws {
+            let F = config.ffn, R = layout.cacheLength + layout.suffixLength, keys = try i16("ffn_key")
+            var key = [Float](repeating: 0, count: F)
+            for p in 0..<layout.rewriteCount {
+                let b = (p * R + layout.cacheLength) * F
+                for j in 0..<F { key[j] += Float(keys[b + j]) * keyScale / Float(layout.rewriteCount) }
+            }
+            return key
+        }
+    }
+
+    /// The inputs a step function of `copies` copies reads from this run: layer L's suffix rows
+    /// ("attn_residual", "ffn_out") and the later layers' keys and values of the rows before the
+    /// subject ("k_cache.l", "v_cache.l"), the same in every copy.
+    func stepInputs(layer L: Int, copies: Int) throws -> [String: TensorData] {
+        let P = layout.sequences.count, C = layout.cacheLength, T = layout.suffixLength
+        let D = config.hidden, kvh = config.kvHeads, hd = config.headDim
+        var fixed: [String: TensorData] = [:]
+        for k in ["attn_residual", "ffn_out"] {
+            guard let a = out[k] else { throw RuntimeError.badRequest("the prefix function returned no \(k)") }
+            fixed[k] = a.rows(blocks: P, of: C + T, taking: C..<(C + T), width: D)
+        }
+        for l in (L + 1)..<config.layers where C > 0 {
+            for (o, param) in [("k.\(l)", "k_cache.\(l)"), ("v.\(l)", "v_cache.\(l)")] {
+                guard let a = out[o] else { throw RuntimeError.badRequest("the prefix function returned no \(o)") }
+                fixed[param] = a.rows(blocks: P * kvh, of: C + T, taking: 0..<C, width: hd)
+            }
+        }
+        return fixed.mapValues { $0.repeated(copies) }
+    }
+}
+
+/// Runs one compiled edit: the prefix function once, then the ZO loop on the host in fp32
+/// (directions regenerated from the seed; Adam on the two-sided estimate; the probe after every
+/// step for early stopping), then r-ROME's rank-one update of ffn_down with the averaged key.
+public final class EditRunner {
+    let interpreter: Interpreter
+    public let program: EditProgram
+    let settings: EditSettings
+    let config: ModelConfig
+    let embed: ([Int]) throws -> [Float]
+    let padID: Int
+
+    public init(interpreter: Interpreter, program: EditProgram, settings: EditSettings, config: ModelConfig,
+                embed: @escaping ([Int]) throws -> [Float], padID: Int) throws {
+        self.interpreter = interpreter; self.program = program; self.settings = settings; self.config = config
+        self.embed = embed; self.padID = padID
+    }
+
+    func prefixRun() throws -> PrefixRun { try PrefixRun(interpreter, program, config: config, embed: embed, padID: padID) }
+
+    /// What a run starts from: the prefix run, v_init and k̄, the KL baseline, and the step and
+    /// probe functions bound to the prefix's inputs.
+    public struct Start {
+        public let base: PrefixRun
+        public let valueInit: [Float], key: [Float]
+        public let valueNorm: Float
+        let klBase: [Double]
+        public let step: EditGraph, probe: EditGraph
+    }
+
+    public func start() throws -> Start {
+        let layout = program.layout, V = config.vocab, D = config.hidden, L = settings.layer
+        let klRow = layout.scored.map(\.count).reduce(0, +) - 1
+        let base = try prefixRun()
+        let vInit = try base.valueInit
+        let step = try EditGraph(interpreter: interpreter, name: program.step, layout: layout, hidden: D, fixed: [:])
+        let probe = try EditGraph(interpreter: interpreter, name: program.probe, layout: layout, hidden: D, fixed: [:])
+        return Start(base: base, valueInit: vInit, key: try base.averagedKey, valueNorm: vInit.reduce(0) { $0 + $1 * $1 }.squareRoot(),
+                     klBase: logSoftmax(try base.i16("logits")[(klRow * V)..<((klRow + 1) * V)], scale: base.logitScale),
+                     step: try step.binding(base.stepInputs(layer: L, copies: step.copies)),
+                     probe: try probe.binding(base.stepInputs(layer: L, copies: probe.copies)))
+    }
+
+    /// The edit loss at each point (δ of copy c of `g`): target NLL (token-mean per rewrite
+    /// prompt, averaged over them) + kl_factor · KL(p_δ ‖ p_0) at the KL prompt + wd · ‖δ‖ / ‖v_init‖².
+    public func losses(_ st: Start, _ g: EditGraph, _ points: [[Float]]) throws -> [Double] {
+        let layout = program.layout, s = settings, V = config.vocab
+        let N = layout.scored.map(\.count).reduce(0, +), klRow = N - 1
+        let offsets = layout.scored.map(\.count).reduce(into: [0]) { $0.append($0.last! + $1) }
+        let vNorm = Double(st.valueNorm)
+        let logits = try g.logits(points)
+        return points.enumerated().map { c, point in
+            var nll = 0.0
+            for p in 0..<layout.rewriteCount {
+                var sum = 0.0
+                for (j, t) in layout.targets.enumerated() {
+                    let row = (c * N + offsets[p] + j) * V
+                    sum -= logSoftmax(logits[row..<(row + V)], scale: g.logitScale)[t]
+                }
+                nll += sum / Double(layout.targets.count)
+            }
+            nll /= Double(layout.rewriteCount)
+            let row = (c * N + klRow) * V
+            let lp = logSoftmax(logits[row..<(row + V)], scale: g.logitScale)
+            var kl = 0.0
+            for i in 0..<V { kl += exp(lp[i]) * (lp[i] - st.klBase[i]) }
+            let dn = Double(point.reduce(0) { $0 + $1 * $1 }.squareRoot())
+            return nll + Double(s.klFactor) * kl + Double(s.weightDecay) * dn / (vNorm * vNorm)
+        }
+    }
+
+    /// The smallest probability of a target token on a rewrite prompt, from a one-copy graph's logits.
+    func minTargetProbability(_ logits: [Int16], scale: Float) -> Double {
+        let layout = program.layout, V = config.vocab
+        let offsets = layout.scored.map(\.count).reduce(into: [0]) { $0.append($0.last! + $1) }
+        var worst = 1.0
+        for p in 0..<layout.rewriteCount {
+            for (j, t) in layout.targets.enumerated() {
+                let row = (offsets[p] + j) * V
+                worst = min(worst, exp(logSoftmax(logits[row..<(row + V)], scale: scale)[t]))
+            }
+        }
+        return worst
+    }
+
+    public func run(weights: EditWeights, progress: EditProgress? = nil) throws -> EditOutcome {
+        let begin = Date()
+        let s = settings, L = s.layer, D = config.hidden, q = s.directions
+        let st = try start()
+        let (step, probe, vInit, vNorm) = (st.step, st.probe, st.valueInit, st.valueNorm)
+        guard step.copies == 2 * q else {
+            throw RuntimeError.badRequest("@\(program.step) runs \(step.copies) copies; \(q) directions need \(2 * q)")
+        }
+        let est = ZOEstimator(dimension: D, directions: q, epsilon: s.perturbation * vNorm / Float(D).squareRoot(), seed: s.seed)
+        var adam = Adam(dimension: D, learningRate: s.learningRate)
+        var delta = [Float](repeating: 0, count: D)
+        var steps = 0, stopped = false, pmin = 0.0
+        while true {
+            pmin = minTargetProbability(try probe.logits([delta]), scale: probe.logitScale)
+            if pmin > s.stopProbability { stopped = true; break }
+            if steps == s.maxSteps { break }
+            let points = est.points(around: delta, step: steps)
+            let l = try losses(st, step, points)
+            adam.step(&delta, gradient: est.gradient(losses: l, step: steps))
+            let norm = delta.reduce(0) { $0 + $1 * $1 }.squareRoot(), limit = s.clamp * vNorm
+            if norm > limit { delta = delta.map { $0 * limit / norm } }
+            steps += 1
+            progress?(steps, l.reduce(0, +) / Double(l.count), pmin, delta.reduce(0) { $0 + $1 * $1 }.squareRoot() / vNorm)
+        }
+
+        // r-ROME: W' k̄ = v_init + δ, with the averaged key in u and in r.
+        let w = try weights.downProjection(layer: L)
+        let update = try RankOneUpdate(weights: w, rows: D, cols: config.ffn, key: st.key, target: zip(vInit, delta).map { $0 + $1 })
+        let edited = update.applied(to: w)
+        let clipped = try weights.replaceDownProjection(layer: L, edited)
+        let after = try prefixRun()
+        return EditOutcome(steps: steps, evaluations: steps * 2 * q, stoppedEarly: stopped, minTargetProbability: pmin,
+                           minTargetProbabilityAfterUpdate: minTargetProbability(try after.i16("logits"), scale: after.logitScale),
+                           deltaNorm: delta.reduce(0) { $0 + $1 * $1 }.squareRoot(), valueNorm: vNorm, clippedWeights: clipped,
+                           seconds: Date().timeIntervalSince(begin), editedWeight: edited, weightName: "blk.\(L).ffn_down.weight",
+                           previousWeight: w)
+    }
+}
+
+/// log-softmax of one row of i16 logits with scale `scale`, in f64.
+func logSoftmax(_ row: ArraySlice<Int16>, scale: Float) -> [Double] {
+    let x = row.map { Double($0) * Double(scale) }
+    let m = x.max() ?? 0
+    let lse = m + log(x.reduce(0.0) { $0 + exp($1 - m) })
+    return x.map { $0 - lse }
+}
+
+/// An editing function bound to one edit's inputs: feeds its copies × prompts (the same fixed
+/// inputs in every copy) with δ_c at each prompt's subject row, and returns i16 logits
+/// [copies, scored rows, V]. Its copies and rows are read from the function's δ parameter.
+public final class EditGraph {
+    public let interpreter: Interpreter
+    public let name: String
+    public let layout: EditLayout
+    public let copies: Int, rows: Int
+    public let deltaScale: Float, logitScale: Float
+    let hidden: Int
+    /// Inputs other than δ (embedded rows, or the prefix's residual stream and caches).
+    let fixed: [String: TensorData]
+
+    public init(interpreter: Interpreter, name: String, layout: EditLayout, hidden: Int, fixed: [String: TensorData]) throws {
+        self.interpreter = interpreter; self.name = name; self.layout = layout; self.hidden = hidden; self.fixed = fixed
+        guard let f = interpreter.module.function(name) else { throw RuntimeError.noFunction(name, available: interpreter.module.functions.map(\.name)) }
+        guard let d = f.params.first(where: { $0.name == "delta" }), d.type.rank == 3, d.type.shape[2] == hidden,
+              d.type.shape[0] % layout.sequences.count == 0 else {
+            throw RuntimeError.badRequest("@\(name) has no δ parameter [copies·\(layout.sequences.count), rows, \(hidden)]")
+        }
+        copies = d.type.shape[0] / layout.sequences.count
+        rows = d.type.shape[1]
+        deltaScale = try Self.scale(d.type, "@\(name) delta")
+        logitScale = try Self.scale(f.results.first { $0.0 == "logits" }.map { f.type(of: $0.1) }, "@\(name) logits")
+    }
+
+    static func scale(_ t: TensorType?, _ what: String) throws -> Float {
+        guard case let .perTensor(s, _)? = t?.quant else { throw RuntimeError.badRequest("\(what) is not a quantized tensor of an editing graph") }
+        return s
+    }
+
+    static func quantize(_ x: [Float], _ s: Float) -> [Int16] { x.map { Int16(clamping: Int(($0 / s).rounded())) } }
+
+    /// The subject row of every prompt in this graph's rows (the last `rows` of the padded layout
+    /// that begin at the subject, or all of them).
+    public var subjectRow: Int { rows == layout.suffixLength ? 0 : layout.cacheLength }
+
+    /// Runs the graph with δ_c for copy c (deltas.count must equal copies).
+    public func run(_ deltas: [[Float]]) throws -> [String: TensorData] {
+        guard deltas.count == copies else { throw RuntimeError.badRequest("@\(name) takes \(copies) perturbations, got \(deltas.count)") }
+        let D = hidden, P = layout.sequences.count
+        var d = [Int16](repeating: 0, count: copies * P * rows * D)
+        for (c, delta) in deltas.enumerated() {
+            let q = Self.quantize(delta, deltaScale)
+            for p in 0..<P { let base = ((c * P + p) * rows + subjectRow) * D; d.replaceSubrange(base..<(base + D), with: q) }
+        }
+        var inputs = fixed
+        inputs["delta"] = .i16(d)
+        return try interpreter.run(name, inputs)
+    }
+
+    /// The same function with other fixed inputs.
+    func binding(_ inputs: [String: TensorData]) throws -> EditGraph {
+        try EditGraph(interpreter: interpreter, name: name, layout: layout, hidden: hidden, fixed: inputs)
+    }
+
+    /// The i16 logits [copies, scored rows, V].
+    public func logits(_ deltas: [[Float]]) throws -> [Int16] {
+        guard case let .i16(l)? = try run(deltas)["logits"] else { throw RuntimeError.badRequest("@\(name) returned no i16 logits") }
+        return l
+    }
+}
+
+extension TensorData {
+    /// Rows `taking` of each of `blocks` blocks of `of` rows of `width` elements, joined.
+    func rows(blocks: Int, of rows: Int, taking: Range<Int>, width: Int) -> TensorData {
+        mapElements(RowPick(blocks: blocks, rows: rows, taking: taking, width: width))
+    }
+
+    /// The data `n` times over.
+    func repeated(_ n: Int) -> TensorData { mapElements(Repeat(times: n)) }
+}
+
+struct RowPick: ElementTransform {
+    let blocks: Int, rows: Int, taking: Range<Int>, width: Int
+    func callAsFunction<T>(_ a: [T]) -> [T] {
+        var out: [T] = []
+        out.reserveCapacity(blocks * taking.count * width)
+        for b in 0..<blocks { out += a[((b * rows + taking.lowerBound) * width)..<((b * rows + taking.upperBound) * width)] }
+        return out
+    }
+}
+
+struct Repeat: ElementTransform {
+    let times: Int
+    func callAsFunction<T>(_ a: [T]) -> [T] { Array([[T]](repeating: a, count: times).joined()) }
+}
