@@ -8,8 +8,9 @@ public enum ArtifactBuilder {
     public static let producer = "zoc (zo 0.1)"
 
     /// The file's bytes. `entry` names the forward function; `settings` records how it was made.
+    /// `host`: further host tensors (f32), e.g. an edit plan's original down-projection.
     public static func build(module: Module, entry: String, gguf: GGUFFile, tokenizer: Tokenizer, config: ModelConfig,
-                             settings: [String: Attribute]) throws -> [UInt8] {
+                             settings: [String: Attribute], host: [(name: String, shape: [Int], data: [Float])] = []) throws -> [UInt8] {
         guard module.function(entry) != nil else { throw ArtifactError.encode(reason: "the module has no function @\(entry)") }
         var tensors: [TensorDescriptor] = []
         var segments: [[UInt8]] = []
@@ -30,6 +31,11 @@ public enum ArtifactBuilder {
         guard let e = gguf.tensorInfo(embed), e.dims.count == 2 else { throw ModelIOError.missingTensor(path: gguf.path, name: embed) }
         tensors.append(TensorDescriptor(name: embed, type: .f32(e.shape), host: true, ggmlType: e.type.rawValue))
         segments.append(Array(gguf.tensorBytes(e)))
+        for h in host {
+            guard h.data.count == h.shape.reduce(1, *) else { throw ArtifactError.encode(reason: "host tensor \(h.name): \(h.data.count) values for \(h.shape)") }
+            tensors.append(TensorDescriptor(name: h.name, type: .f32(h.shape), host: true))
+            segments.append(littleEndianBytes(.f32(h.data)))
+        }
 
         var m = module
         m.constants = []

@@ -29,6 +29,30 @@ public struct EditRequest: Equatable, Sendable {
     }
 }
 
+extension EditRequest {
+    /// The request in the KnowEdit shape (what `EditRequests.parse` reads back).
+    public var json: JSONValue {
+        func group(_ items: [ScoredPrompt]) -> JSONValue {
+            var cats: [(key: String, value: JSONValue)] = []
+            for it in items {
+                let entry = JSONValue.object([("prompt", .string(it.prompt)), ("ground_truth", .string(it.answer))])
+                if let i = cats.firstIndex(where: { $0.key == it.category }), case let .array(a) = cats[i].value {
+                    cats[i].value = .array(a + [entry])
+                } else {
+                    cats.append((it.category, .array([entry])))
+                }
+            }
+            return .object(cats)
+        }
+        var o: [(key: String, value: JSONValue)] = [("prompt", .string(prompt)), ("subject", .string(subject)), ("target_new", .string(targetNew))]
+        if let g = groundTruth { o.append(("ground_truth", .string(g))) }
+        o.append(("rephrase_prompt", .array(rephrasePrompts.map(JSONValue.string))))
+        o.append(("locality", group(locality)))
+        o.append(("portability", group(portability)))
+        return .object(o)
+    }
+}
+
 public enum EditRequestError: Error, CustomStringConvertible, Equatable {
     case io(path: String, reason: String)
     case syntax(path: String, JSONSyntaxError)

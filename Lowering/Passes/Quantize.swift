@@ -85,20 +85,33 @@ public final class WeightCache {
         guard let e = entries[qname], e.type.rank == 2, w.count == e.type.elementCount else {
             throw PassError(pass: "quantize", function: "-", message: "no int8 form of \(weight) with \(w.count) values to requantize")
         }
-        let n = e.type.shape[0], k = e.type.shape[1]
+        let (q, clipped) = Self.int8(w, rowScales: e.scales, smoothing: e.smoothing)
+        entries[qname] = (q, e.scales, e.type, e.smoothing)
+        return (qname, .i8(q), clipped)
+    }
+
+    /// w [n, k] on an int8 grid: round(w[r, c] · smoothing[c] / rowScales[r]) clipped to ±127;
+    /// also how many values were clipped.
+    public static func int8(_ w: [Float], rowScales: [Double], smoothing: [Double]) -> (q: [Int8], clipped: Int) {
+        let n = rowScales.count, k = smoothing.count
         var q = [Int8](repeating: 0, count: n * k)
         var clipped = 0
         for r in 0..<n {
-            let inv = 1 / e.scales[r]
+            let inv = 1 / rowScales[r]
             for c in 0..<k {
-                let v = (Double(w[r * k + c]) * e.smoothing[c] * inv).rounded()
+                let v = (Double(w[r * k + c]) * smoothing[c] * inv).rounded()
                 if abs(v) > 127 { clipped += 1 }
                 q[r * k + c] = Int8(max(-127, min(127, v)))
             }
         }
-        entries[qname] = (q, e.scales, e.type, e.smoothing)
-        return (qname, .i8(q), clipped)
+        return (q, clipped)
     }
+
+    /// The row scales of `weight`'s int8 form.
+    public func rowScales(_ weight: String) -> [Double]? { entries[weight + ".i8"]?.scales }
+
+    /// The smoothing factors of `weight`'s input channels (its int8 columns are w · smoothing).
+    public func smoothing(_ weight: String) -> [Double]? { entries[weight + ".i8"]?.smoothing }
 
     /// The int8 form of `weight` as it is now (to restore it after an edit).
     public func int8(_ weight: String) -> [Int8]? { entries[weight + ".i8"]?.q }

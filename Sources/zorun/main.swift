@@ -9,7 +9,7 @@ import ZORuntime
 struct Zorun: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "zo runtime: generate, tokenize and inspect logits with the reference interpreter.",
-        subcommands: [Generate.self, Tokenize.self, Logits.self, Edit.self])
+        subcommands: [Generate.self, Tokenize.self, Logits.self, Edit.self, Run.self])
 }
 
 struct ModelOption: ParsableArguments {
@@ -161,39 +161,122 @@ struct Edit: ParsableCommand {
         s.layer = layer; s.directions = directions; s.perturbation = perturbation; s.learningRate = lr
         s.maxSteps = maxSteps; s.contextPrefixes = contexts; s.seed = seed
         let editor = try ZOEditor(model: lm, settings: s)
-        let tty = isatty(fileno(stderr)) != 0
-        var rows: [JSONValue] = []
-        var edited: [String: [Float]] = [:]
         let batch = Array(requests[from..<min(requests.count, from + count)])
-        for (i, r) in batch.enumerated() {
-            let before = try eval ? EditScores.measure(lm, r, localityBefore: nil) : nil
-            let previous = try lm.int8Weight("blk.\(layer).ffn_down.weight")
-            let o = try editor.edit(r) { step, loss, p, rd in
+        let wname = "blk.\(layer).ffn_down.weight"
+        guard let original = try lm.int8Weight(wname) else { throw CLIError("\(model): no int8 form of \(wname)") }
+        var loop = try EditLoop(requests: batch, firstRecord: from, verbose: verbose, eval: eval ? lm : nil, inputs: [model, edits],
+                                outDir: outDir, gguf: lm.gguf)
+        try loop.run(
+            edit: { i, progress in try editor.edit(batch[i], progress: progress) },
+            applied: { _ in },  // the model's own weights are edited
+            undo: { if !sequential { try lm.restoreWeight(wname, original) } })
+        try loop.write(report: report, out: out)
+    }
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run an edit plan (zoc compile): per edit the prefix function once, the ZO loop on the host, early stopping on the probe, then r-ROME's update.")
+    @Argument(help: "The plan (.zo from zoc compile).") var plan: String
+    @Option(help: "The source model (GGUF; its sha256 must match the plan's): needed by --out, --out-dir and --eval.") var model: String = DefaultModel.path
+    @Flag(help: "Apply the edits one after another (default: each on a fresh model).") var sequential = false
+    @Flag(help: "Score each edit before and after (rewrite, rephrase, locality, portability) on the source model's int path.") var eval = false
+    @Flag(help: "Print every step on its own line to stderr (a terminal gets a one-line display anyway).") var verbose = false
+    @Option(help: "Write a JSON report here.") var report: String?
+    @Option(help: "Write the edited model here (GGUF; the edited tensor as F32, all else byte-identical).") var out: String?
+    @Option(help: "Write each edited model (single editing) as DIR/record-N.gguf.") var outDir: String?
+
+    func run() throws {
+        let p = try LoadedPlan(path: plan)
+        if out != nil && p.requests.count > 1 && !sequential { throw ValidationError("--out with several edits needs --sequential; --out-dir writes one model per edit") }
+        let interp = try Interpreter(module: p.artifact.module)
+        let weights = try PlanWeights(plan: p, interpreter: interp)
+        let wname = "blk.\(p.settings.layer).ffn_down.weight"
+        let original = try interp.constant(wname + ".i8")
+        var source: LanguageModel?
+        if eval || out != nil || outDir != nil {
+            let lm = try LanguageModel(path: model, precision: eval ? .int : .fp32)
+            guard SHA256.hex(lm.gguf.file.bytes) == p.artifact.manifest.provenance.sha256 else {
+                throw CLIError("\(model) is not the model \(plan) was compiled from (\(p.artifact.manifest.provenance.fileName), sha256 \(p.artifact.manifest.provenance.sha256))")
+            }
+            source = lm
+        }
+        let evalOriginal = try eval ? source!.int8Weight(wname) : nil
+        var loop = try EditLoop(requests: p.requests, firstRecord: 0, verbose: verbose, eval: eval ? source : nil, inputs: [plan],
+                                outDir: outDir, gguf: source?.gguf)
+        try loop.run(
+            edit: { i, progress in
+                try EditRunner(interpreter: interp, program: p.program(i), settings: p.settings, config: p.config,
+                               embed: p.embed, padID: p.tokenizer.eosID ?? 0).run(weights: weights, progress: progress)
+            },
+            applied: { o in if eval { try source!.replaceWeight(o.weightName, o.editedWeight) } },
+            undo: {
+                guard !sequential else { return }
+                try weights.reset(to: original)
+                if let q = evalOriginal { try source!.restoreWeight(wname, q) }
+            })
+        try loop.write(report: report, out: out)
+    }
+}
+
+/// The per-edit loop both edit commands share: progress display, scores before and after, the
+/// printed line per edit, the JSON report and the edited GGUFs.
+struct EditLoop {
+    let requests: [EditRequest]
+    let firstRecord: Int
+    let verbose: Bool
+    /// The model the scores are measured on (edited by `applied`).
+    let eval: LanguageModel?
+    let inputs: [String]
+    var rows: [JSONValue] = []
+    var edited: [String: [Float]] = [:]
+    /// Each edited model goes to outDir/record-N.gguf as soon as it is made.
+    let outDir: String?, gguf: GGUFFile?
+
+    init(requests: [EditRequest], firstRecord: Int, verbose: Bool, eval: LanguageModel?, inputs: [String], outDir: String?, gguf: GGUFFile?) throws {
+        self.requests = requests; self.firstRecord = firstRecord; self.verbose = verbose; self.eval = eval; self.inputs = inputs
+        self.outDir = outDir; self.gguf = gguf
+        if outDir != nil && gguf == nil { throw CLIError("writing a GGUF needs the source model") }
+    }
+
+    mutating func run(edit: (Int, @escaping EditProgress) throws -> EditOutcome, applied: (EditOutcome) throws -> Void, undo: () throws -> Void) throws {
+        let tty = isatty(fileno(stderr)) != 0
+        let n = requests.count, verbose = self.verbose
+        for (i, r) in requests.enumerated() {
+            let before = try eval.map { try EditScores.measure($0, r, localityBefore: nil) }
+            let o = try edit(i) { step, loss, p, rd in
                 guard tty || verbose else { return }
-                FileHandle.standardError.write(Data("\(verbose ? "" : "\r")  edit \(i + 1)/\(batch.count) step \(step) loss \(String(format: "%.3f", loss)) min p(target) \(String(format: "%.3f", p)) ‖δ‖/‖v‖ \(String(format: "%.2f", rd))\(verbose ? "\n" : "   ")".utf8))
+                FileHandle.standardError.write(Data("\(verbose ? "" : "\r")  edit \(i + 1)/\(n) step \(step) loss \(String(format: "%.3f", loss)) min p(target) \(String(format: "%.3f", p)) ‖δ‖/‖v‖ \(String(format: "%.2f", rd))\(verbose ? "\n" : "   ")".utf8))
             }
             if tty && !verbose { FileHandle.standardError.write(Data("\n".utf8)) }
+            try applied(o)
             edited[o.weightName] = o.editedWeight
-            let after = try before.map { try EditScores.measure(lm, r, localityBefore: $0.1).0 }
-            print("[\(from + i)] \(r.prompt.debugDescription) → \(r.targetNew.debugDescription): steps \(o.steps), evaluations \(o.evaluations), stopped early \(o.stoppedEarly), min p(target) \(String(format: "%.3f", o.minTargetProbability)) → \(String(format: "%.3f", o.minTargetProbabilityAfterUpdate)) after the update, ‖δ‖/‖v‖ \(String(format: "%.2f", o.deltaNorm / o.valueNorm)), clipped \(o.clippedWeights), \(String(format: "%.1f", o.seconds)) s")
+            if let dir = outDir, let g = gguf {
+                try g.rewriter(replacing: [o.weightName: o.editedWeight]).write(to: "\(dir)/record-\(firstRecord + i).gguf", inputs: inputs + [g.path])
+            }
+            let after = try before.map { try EditScores.measure(eval!, r, localityBefore: $0.1).0 }
+            print("[\(firstRecord + i)] \(r.prompt.debugDescription) → \(r.targetNew.debugDescription): steps \(o.steps), evaluations \(o.evaluations), stopped early \(o.stoppedEarly), min p(target) \(String(format: "%.3f", o.minTargetProbability)) → \(String(format: "%.3f", o.minTargetProbabilityAfterUpdate)) after the update, ‖δ‖/‖v‖ \(String(format: "%.2f", o.deltaNorm / o.valueNorm)), clipped \(o.clippedWeights), \(String(format: "%.1f", o.seconds)) s")
+            fflush(stdout)
             if let b = before?.0, let a = after { print("    before: \(b.line)\n    after:  \(a.line)") }
             var row: [(key: String, value: JSONValue)] = [
-                ("record", .number(Double(from + i))), ("steps", .number(Double(o.steps))), ("evaluations", .number(Double(o.evaluations))),
+                ("record", .number(Double(firstRecord + i))), ("steps", .number(Double(o.steps))), ("evaluations", .number(Double(o.evaluations))),
                 ("stopped_early", .bool(o.stoppedEarly)), ("seconds", .number(o.seconds)), ("clipped_weights", .number(Double(o.clippedWeights))),
+                ("min_target_probability", .number(o.minTargetProbability)), ("min_target_probability_after_update", .number(o.minTargetProbabilityAfterUpdate)),
             ]
             if let b = before?.0 { row.append(("before", b.json)) }
             if let a = after { row.append(("after", a.json)) }
             rows.append(.object(row))
-            if let dir = outDir {
-                try lm.gguf.rewriter(replacing: [o.weightName: o.editedWeight]).write(to: "\(dir)/record-\(from + i).gguf", inputs: [model, edits])
-            }
-            if !sequential, let p = previous { try lm.restoreWeight(o.weightName, p) }
+            try undo()
         }
+    }
+
+    func write(report: String?, out: String?) throws {
         if let path = report {
-            try writeAtomically(Data(JSONValue.array(rows).serialized.utf8), to: path, inputs: [model, edits])
+            try writeAtomically(Data(JSONValue.array(rows).serialized.utf8), to: path, inputs: inputs)
         }
         if let path = out {
-            try lm.gguf.rewriter(replacing: edited).write(to: path, inputs: [model, edits])
+            guard let g = gguf else { throw CLIError("writing a GGUF needs the source model") }
+            try g.rewriter(replacing: edited).write(to: path, inputs: inputs + [g.path])
             print("wrote \(path)")
         }
     }

@@ -109,3 +109,58 @@ final class EditMetricsTests: XCTestCase {
         XCTAssertEqual(try JSONValue.parse(Array(v.serialized.utf8)), v)
     }
 }
+
+/// Edit plans: what `zoc compile` writes and `zorun run` runs.
+final class EditPlanTests: XCTestCase {
+    /// A plan run computes exactly what the in-memory edit computes (same losses, steps, δ and
+    /// edited weights); settings and requests survive the artifact; a forward artifact is not a plan.
+    func testPlanRunMatchesTheLiveEdit() throws {
+        let lm = try NPUModelTests.model()
+        var s = EditSettings()
+        s.contextPrefixes = 1; s.directions = 2; s.maxSteps = 2
+        let editor = try ZOEditor(model: lm, settings: s)
+        let path = TestPaths.data.appendingPathComponent("knowedit_zsre/ZsRE-test-all.json").path
+        let request = try EditRequests.load(path: path)[3]
+        let bytes = try EditPlan.build(editor: editor, requests: [request])
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("zo-plan-\(getpid()).zo")
+        try Data(bytes).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+
+        let plan = try LoadedPlan(path: file.path)
+        XCTAssertEqual(plan.settings, s)
+        XCTAssertEqual(plan.prefixes, editor.prefixes)
+        XCTAssertEqual(plan.requests.count, 1)
+        XCTAssertEqual(plan.requests[0].prompt, request.prompt)
+        XCTAssertEqual(plan.requests[0].locality, request.locality)
+        XCTAssertEqual(plan.requests[0].rephrasePrompts, request.rephrasePrompts)
+        let interp = try Interpreter(module: plan.artifact.module)
+        let fromPlan = try EditRunner(interpreter: interp, program: plan.program(0), settings: plan.settings, config: plan.config,
+                                      embed: plan.embed, padID: plan.tokenizer.eosID ?? 0).run(weights: PlanWeights(plan: plan, interpreter: interp))
+
+        let wname = "blk.\(s.layer).ffn_down.weight"
+        let original = try XCTUnwrap(try lm.int8Weight(wname))
+        var losses: [Double] = []
+        let live = try editor.edit(request) { _, loss, _, _ in losses.append(loss) }
+        try lm.restoreWeight(wname, original)
+        XCTAssertEqual(losses.count, 2)
+        XCTAssertEqual(fromPlan.steps, live.steps)
+        XCTAssertEqual(fromPlan.minTargetProbability, live.minTargetProbability)
+        XCTAssertEqual(fromPlan.minTargetProbabilityAfterUpdate, live.minTargetProbabilityAfterUpdate)
+        XCTAssertEqual(fromPlan.deltaNorm, live.deltaNorm)
+        XCTAssertGreaterThan(live.deltaNorm, 0)
+        XCTAssertEqual(fromPlan.editedWeight, live.editedWeight)
+        XCTAssertEqual(fromPlan.clippedWeights, live.clippedWeights)
+    }
+
+    func testAForwardArtifactIsNotAPlan() throws {
+        let gguf = try GGUFFile(path: TestPaths.requireModel())
+        let importer = try LlamaImporter(gguf: gguf)
+        let c = try NPUCompiler(importer: importer, tokenizer: Tokenizer(gguf: gguf))
+        let m = try c.lower("forward", ForwardShape(seqLen: 2))
+        let bytes = try ArtifactBuilder.build(module: m, entry: "forward", gguf: gguf, tokenizer: c.tokenizer, config: importer.config, settings: [:])
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("zo-forward-\(getpid()).zo")
+        try Data(bytes).write(to: file)
+        defer { try? FileManager.default.removeItem(at: file) }
+        XCTAssertThrowsError(try LoadedPlan(path: file.path)) { e in XCTAssertTrue("\(e)".contains("not an edit plan"), "\(e)") }
+    }
+}
