@@ -3,8 +3,9 @@ import ZOIR
 import ZOModelIO
 import ZORuntime
 
-/// An edit plan: compiled edits in one .zo artifact. Its module holds, per edit i, the functions
-/// "e<i>_prefix", "e<i>_step" and "e<i>_probe" (sharing one set of int8 weight segments); module
+/// An edit plan: compiled edits in one .zo artifact. Its module holds, per edit i, a prefix, a
+/// step and a probe function named by attribute "plan.<i>.functions" (sharing one set of int8
+/// weight segments); module
 /// attributes "plan.*" hold the settings, the context prefixes and each edit request (JSON, from
 /// which the static layout is rebuilt with the artifact's tokenizer); the host tensor
 /// "plan.ffn_down" holds the edited layer's f32 down-projection for the rank-one update, and
@@ -18,9 +19,10 @@ public enum EditPlan {
         guard !requests.isEmpty else { throw RuntimeError.badRequest("no edit requests to compile") }
         var module: Module?
         for (i, r) in requests.enumerated() {
-            let (m, _) = try editor.compile(r, tag: "e\(i)")
+            let (m, p) = try editor.compile(r, tag: "e\(i)")
             if module == nil { module = m } else { module!.merge(m) }
             module!.attributes["plan.\(i).request"] = .string(r.json.serialized)
+            module!.attributes["plan.\(i).functions"] = .string([p.prefix, p.step, p.probe].joined(separator: ","))
             progress(i + 1)
         }
         var m = module!
@@ -35,7 +37,10 @@ public enum EditPlan {
         m.attributes["plan.ffn_down.scales"] = .floats(scales)
         m.attributes["plan.ffn_down.smoothing"] = .floats(smoothing)
         guard let info = lm.gguf.tensorInfo(wname) else { throw ModelIOError.missingTensor(path: lm.gguf.path, name: wname) }
-        return try ArtifactBuilder.build(module: m, entry: "e0_prefix", gguf: lm.gguf, tokenizer: lm.tokenizer, config: lm.config,
+        guard case let .string(first)? = m.attributes["plan.0.functions"], let entry = first.split(separator: ",").first else {
+            throw RuntimeError.badRequest("plan without functions")
+        }
+        return try ArtifactBuilder.build(module: m, entry: String(entry), gguf: lm.gguf, tokenizer: lm.tokenizer, config: lm.config,
                                          settings: ["kind": .string("edit-plan")],
                                          host: [(weightTensor, info.shape, try lm.gguf.dequantize(info))])
     }
@@ -75,9 +80,11 @@ public final class LoadedPlan {
     /// The compiled edit `i` (its layout rebuilt from the request with the plan's tokenizer).
     public func program(_ i: Int) throws -> EditProgram {
         let layout = try EditLayout(requests[i], prefixes: prefixes, tokenizer: tokenizer)
-        let t = "e\(i)"
-        return EditProgram(request: requests[i], layout: layout, prefix: t + "_prefix", step: t + "_step", probe: t + "_probe",
-                           valueNorm: 0, deltaRange: 0)
+        guard case let .string(f)? = artifact.module.attributes["plan.\(i).functions"], case let names = f.split(separator: ",").map(String.init),
+              names.count == 3 else {
+            throw ArtifactError.invalidField(path: artifact.path, field: "plan.\(i).functions", reason: "missing (prefix,step,probe)")
+        }
+        return EditProgram(request: requests[i], layout: layout, prefix: names[0], step: names[1], probe: names[2], valueNorm: 0, deltaRange: 0)
     }
 
     public func embed(_ ids: [Int]) throws -> [Float] {

@@ -145,7 +145,13 @@ public final class ZOEditor {
     public let model: LanguageModel
     public let settings: EditSettings
     public private(set) var prefixes: [String] = []
-    private var counter = 0
+    /// Function names must be unique in the model's importer module, which every editor of that
+    /// model shares: a serial across editors.
+    nonisolated(unsafe) private static var serial = 0
+    private var counter: Int {
+        get { Self.serial }
+        set { Self.serial = newValue }
+    }
 
     public init(model: LanguageModel, settings: EditSettings) throws {
         guard model.precision == .int else { throw RuntimeError.badRequest("editing runs on the int path") }
@@ -234,7 +240,9 @@ public final class ZOEditor {
     /// Compiles one edit: its prefix, step (2q copies) and probe (1 copy) functions in one module,
     /// named "<tag>_prefix", "<tag>_step", "<tag>_probe". The prefix runs once here for ‖v_init‖,
     /// which sizes δ's grid (clamp · ‖v_init‖).
-    public func compile(_ request: EditRequest, tag: String) throws -> (module: Module, program: EditProgram) {
+    public func compile(_ request: EditRequest, tag given: String) throws -> (module: Module, program: EditProgram) {
+        counter += 1
+        let tag = "\(given)_\(counter)"
         let layout = try EditLayout(request, prefixes: prefixes, tokenizer: model.tokenizer)
         let names = (prefix: "\(tag)_prefix", step: "\(tag)_step", probe: "\(tag)_probe")
         let (pm, grids) = try lowerPrefix(names.prefix, layout)
