@@ -26,12 +26,16 @@ let package = Package(
         .target(name: "ZOIR", dependencies: ["ZOSchemaC", "CProtobufC"], path: "IR", exclude: ["schema"]),
         .target(name: "ZORuntime", dependencies: ["ZOIR", "ZOModelIO", "CBLAS", "CKernels"], path: "Runtime"),
         .target(name: "ZOLowering", dependencies: ["ZOIR", "ZORuntime", "ZOModelIO"], path: "Lowering"),
+        // The edit settings' flags, shared by zoc and zorun.
+        .target(name: "ZOEditOptions", dependencies: [
+            "ZOLowering", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Sources/ZOEditOptions"),
         .executableTarget(name: "zoc", dependencies: [
-            "ZOIR", "ZOLowering", "ZOModelIO",
+            "ZOIR", "ZOLowering", "ZOModelIO", "ZOEditOptions",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/zoc"),
         .executableTarget(name: "zorun", dependencies: [
-            "ZOIR", "ZORuntime", "ZOLowering", "ZOModelIO",
+            "ZOIR", "ZORuntime", "ZOLowering", "ZOModelIO", "ZOEditOptions",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Sources/zorun"),
         .executableTarget(name: "zobench", dependencies: [

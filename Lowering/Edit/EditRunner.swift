@@ -97,6 +97,22 @@ public struct PrefixRun {
         }
     }
 
+    /// How much of δ the rank-one update adds at each row: (k̄·k_row)/‖k̄‖², since W' k = W k + δ·(k̄·k)/‖k̄‖²
+    /// for every key k. Per prompt, for the `rows` rows of a graph that starts at row `first` of
+    /// the padded layout; rows before the subject get 0 (the prefix cache holds them unperturbed).
+    func keyResponse(_ key: [Float], first: Int, rows: Int) throws -> [[Float]] {
+        let F = config.ffn, R = layout.cacheLength + layout.suffixLength, C = layout.cacheLength, keys = try i16("ffn_key")
+        let kk = key.reduce(0) { $0 + $1 * $1 }
+        return (0..<layout.sequences.count).map { p in
+            (first..<(first + rows)).map { r in
+                guard r >= C else { return 0 }
+                var dot: Float = 0
+                for j in 0..<F { dot += Float(keys[(p * R + r) * F + j]) * key[j] }
+                return dot * keyScale / kk
+            }
+        }
+    }
+
     /// The inputs a step function of `copies` copies reads from this run: layer L's suffix rows
     /// ("attn_residual", "ffn_out") and the later layers' keys and values of the rows before the
     /// subject ("k_cache.l", "v_cache.l"), the same in every copy.
@@ -151,13 +167,15 @@ public final class EditRunner {
         let layout = program.layout, V = config.vocab, D = config.hidden, L = settings.layer
         let klRow = layout.scored.map(\.count).reduce(0, +) - 1
         let base = try prefixRun()
-        let vInit = try base.valueInit
-        let step = try EditGraph(interpreter: interpreter, name: program.step, layout: layout, hidden: D, fixed: [:])
-        let probe = try EditGraph(interpreter: interpreter, name: program.probe, layout: layout, hidden: D, fixed: [:])
-        return Start(base: base, valueInit: vInit, key: try base.averagedKey, valueNorm: vInit.reduce(0) { $0 + $1 * $1 }.squareRoot(),
+        let vInit = try base.valueInit, key = try base.averagedKey
+        func bound(_ name: String) throws -> EditGraph {
+            let g = try EditGraph(interpreter: interpreter, name: name, layout: layout, hidden: D, fixed: [:])
+            let weights = settings.injection == .update ? try base.keyResponse(key, first: layout.cacheLength, rows: g.rows) : nil
+            return try g.binding(base.stepInputs(layer: L, copies: g.copies), rowWeights: weights)
+        }
+        return Start(base: base, valueInit: vInit, key: key, valueNorm: vInit.reduce(0) { $0 + $1 * $1 }.squareRoot(),
                      klBase: logSoftmax(try base.i16("logits")[(klRow * V)..<((klRow + 1) * V)], scale: base.logitScale),
-                     step: try step.binding(base.stepInputs(layer: L, copies: step.copies)),
-                     probe: try probe.binding(base.stepInputs(layer: L, copies: probe.copies)))
+                     step: try bound(program.step), probe: try bound(program.probe))
     }
 
     /// The edit loss at each point (δ of copy c of `g`): target NLL (token-mean per rewrite
@@ -206,7 +224,7 @@ public final class EditRunner {
         let begin = Date()
         let s = settings, L = s.layer, D = config.hidden, q = s.directions
         let st = try start()
-        let (step, probe, vInit, vNorm) = (st.step, st.probe, st.valueInit, st.valueNorm)
+        let (step, probe, vNorm) = (st.step, st.probe, st.valueNorm)
         guard step.copies == 2 * q else {
             throw RuntimeError.badRequest("@\(program.step) runs \(step.copies) copies; \(q) directions need \(2 * q)")
         }
@@ -214,30 +232,51 @@ public final class EditRunner {
         var adam = Adam(dimension: D, learningRate: s.learningRate)
         var delta = [Float](repeating: 0, count: D)
         var steps = 0, stopped = false, pmin = 0.0
+        let w = try weights.downProjection(layer: L)
+        var update: (edited: [Float], clipped: Int, pAfter: Double)?
         while true {
             pmin = minTargetProbability(try probe.logits([delta]), scale: probe.logitScale)
-            if pmin > s.stopProbability { stopped = true; break }
+            if pmin > s.stopProbability {
+                // Stop only if the edit survives the rank-one update on the int grid; else undo it and go on.
+                let u = try applyUpdate(delta, key: st.key, to: w, weights: weights)
+                if u.pAfter > s.stopProbability { update = u; stopped = true; break }
+                _ = try weights.replaceDownProjection(layer: L, w)
+            }
             if steps == s.maxSteps { break }
             let points = est.points(around: delta, step: steps)
             let l = try losses(st, step, points)
             adam.step(&delta, gradient: est.gradient(losses: l, step: steps))
+            // Decoupled decay: components the estimate's noise adds (and the loss does not hold) shrink back.
+            if s.decay > 0 { delta = delta.map { $0 * (1 - s.decay) } }
             let norm = delta.reduce(0) { $0 + $1 * $1 }.squareRoot(), limit = s.clamp * vNorm
             if norm > limit { delta = delta.map { $0 * limit / norm } }
             steps += 1
             progress?(steps, l.reduce(0, +) / Double(l.count), pmin, delta.reduce(0) { $0 + $1 * $1 }.squareRoot() / vNorm)
         }
-
-        // r-ROME: W' k̄ = v_init + δ, with the averaged key in u and in r.
-        let w = try weights.downProjection(layer: L)
-        let update = try RankOneUpdate(weights: w, rows: D, cols: config.ffn, key: st.key, target: zip(vInit, delta).map { $0 + $1 })
-        let edited = update.applied(to: w)
-        let clipped = try weights.replaceDownProjection(layer: L, edited)
-        let after = try prefixRun()
+        let u = try update ?? applyUpdate(delta, key: st.key, to: w, weights: weights)
         return EditOutcome(steps: steps, evaluations: steps * 2 * q, stoppedEarly: stopped, minTargetProbability: pmin,
-                           minTargetProbabilityAfterUpdate: minTargetProbability(try after.i16("logits"), scale: after.logitScale),
-                           deltaNorm: delta.reduce(0) { $0 + $1 * $1 }.squareRoot(), valueNorm: vNorm, clippedWeights: clipped,
-                           seconds: Date().timeIntervalSince(begin), editedWeight: edited, weightName: "blk.\(L).ffn_down.weight",
+                           minTargetProbabilityAfterUpdate: u.pAfter,
+                           deltaNorm: delta.reduce(0) { $0 + $1 * $1 }.squareRoot(), valueNorm: vNorm, clippedWeights: u.clipped,
+                           seconds: Date().timeIntervalSince(begin), editedWeight: u.edited, weightName: "blk.\(L).ffn_down.weight",
                            previousWeight: w)
+    }
+
+    /// r-ROME with the averaged key in u and in r, and the value it targets taken at that key:
+    /// W' k̄ = W k̄ + δ, so every prompt's MLP output moves by δ·(k̄·k_p)/‖k̄‖² — the δ the loop
+    /// optimised, added where its key matches k̄. Applies the update to `weights` and measures the
+    /// smallest target probability on the rewrite prompts with them (the prefix function, δ = 0).
+    func applyUpdate(_ delta: [Float], key: [Float], to w: [Float], weights: EditWeights) throws -> (edited: [Float], clipped: Int, pAfter: Double) {
+        let D = config.hidden, F = config.ffn
+        var target = [Float](repeating: 0, count: D)
+        for i in 0..<D {
+            var wk = 0.0
+            for j in 0..<F { wk += Double(w[i * F + j]) * Double(key[j]) }
+            target[i] = Float(wk) + delta[i]
+        }
+        let edited = try RankOneUpdate(weights: w, rows: D, cols: F, key: key, target: target).applied(to: w)
+        let clipped = try weights.replaceDownProjection(layer: settings.layer, edited)
+        let after = try prefixRun()
+        return (edited, clipped, minTargetProbability(try after.i16("logits"), scale: after.logitScale))
     }
 }
 
@@ -261,9 +300,13 @@ public final class EditGraph {
     let hidden: Int
     /// Inputs other than δ (embedded rows, or the prefix's residual stream and caches).
     let fixed: [String: TensorData]
+    /// Per prompt and row, the multiple of δ added there (nil: δ at the subject row only).
+    let rowWeights: [[Float]]?
 
-    public init(interpreter: Interpreter, name: String, layout: EditLayout, hidden: Int, fixed: [String: TensorData]) throws {
+    public init(interpreter: Interpreter, name: String, layout: EditLayout, hidden: Int, fixed: [String: TensorData],
+                rowWeights: [[Float]]? = nil) throws {
         self.interpreter = interpreter; self.name = name; self.layout = layout; self.hidden = hidden; self.fixed = fixed
+        self.rowWeights = rowWeights
         guard let f = interpreter.module.function(name) else { throw RuntimeError.noFunction(name, available: interpreter.module.functions.map(\.name)) }
         guard let d = f.params.first(where: { $0.name == "delta" }), d.type.rank == 3, d.type.shape[2] == hidden,
               d.type.shape[0] % layout.sequences.count == 0 else {
@@ -292,17 +335,23 @@ public final class EditGraph {
         let D = hidden, P = layout.sequences.count
         var d = [Int16](repeating: 0, count: copies * P * rows * D)
         for (c, delta) in deltas.enumerated() {
-            let q = Self.quantize(delta, deltaScale)
-            for p in 0..<P { let base = ((c * P + p) * rows + subjectRow) * D; d.replaceSubrange(base..<(base + D), with: q) }
+            for p in 0..<P {
+                for r in 0..<rows {
+                    let weight: Float = rowWeights?[p][r] ?? (r == subjectRow ? 1 : 0)
+                    guard weight != 0 else { continue }
+                    let base = ((c * P + p) * rows + r) * D
+                    d.replaceSubrange(base..<(base + D), with: Self.quantize(weight == 1 ? delta : delta.map { $0 * weight }, deltaScale))
+                }
+            }
         }
         var inputs = fixed
         inputs["delta"] = .i16(d)
         return try interpreter.run(name, inputs)
     }
 
-    /// The same function with other fixed inputs.
-    func binding(_ inputs: [String: TensorData]) throws -> EditGraph {
-        try EditGraph(interpreter: interpreter, name: name, layout: layout, hidden: hidden, fixed: inputs)
+    /// The same function with other fixed inputs (and δ's row weights).
+    func binding(_ inputs: [String: TensorData], rowWeights: [[Float]]? = nil) throws -> EditGraph {
+        try EditGraph(interpreter: interpreter, name: name, layout: layout, hidden: hidden, fixed: inputs, rowWeights: rowWeights)
     }
 
     /// The i16 logits [copies, scored rows, V].

@@ -23,6 +23,13 @@ public struct EditSettings: Sendable, Equatable {
     /// ‖δ‖ ≤ clamp · ‖v_init‖.
     public var clamp: Float = 4
     public var weightDecay: Float = 1e-3
+    /// δ ← (1 − decay)·δ after every step (decoupled, as in AdamW).
+    public var decay: Float = 0
+    /// Where the step and probe graphs add δ: at the subject row only (MobiEdit), or at every
+    /// row from the subject on, scaled as the rank-one update will add it there (the loop then
+    /// optimises the loss of the edited model).
+    public var injection: Injection = .update
+    public enum Injection: String, Sendable, CaseIterable { case subject, update }
     /// Stop once every target token has at least this probability on every rewrite prompt.
     public var stopProbability: Double = 0.5
     public var seed: UInt64 = 0
@@ -33,7 +40,7 @@ public struct EditSettings: Sendable, Equatable {
         ["layer": .int(layer), "directions": .int(directions), "perturbation": .float(Double(perturbation)),
          "learning_rate": .float(Double(learningRate)), "max_steps": .int(maxSteps), "context_prefixes": .int(contextPrefixes),
          "context_tokens": .int(contextTokens), "kl_factor": .float(Double(klFactor)), "clamp": .float(Double(clamp)),
-         "weight_decay": .float(Double(weightDecay)), "stop_probability": .float(stopProbability), "seed": .string(String(seed))]
+         "weight_decay": .float(Double(weightDecay)), "decay": .float(Double(decay)), "injection": .string(injection.rawValue), "stop_probability": .float(stopProbability), "seed": .string(String(seed))]
     }
 
     /// Reads settings written by `attributes` under `prefix`; `bad(field, why)` makes the error.
@@ -49,9 +56,13 @@ public struct EditSettings: Sendable, Equatable {
         layer = try int("layer"); directions = try int("directions"); perturbation = Float(try float("perturbation"))
         learningRate = Float(try float("learning_rate")); maxSteps = try int("max_steps"); contextPrefixes = try int("context_prefixes")
         contextTokens = try int("context_tokens"); klFactor = Float(try float("kl_factor")); clamp = Float(try float("clamp"))
-        weightDecay = Float(try float("weight_decay")); stopProbability = try float("stop_probability")
+        weightDecay = Float(try float("weight_decay")); decay = Float(try float("decay")); stopProbability = try float("stop_probability")
         guard case let .string(sd)? = a[prefix + "seed"], let v = UInt64(sd) else { throw bad(prefix + "seed", "missing (an unsigned integer)") }
         seed = v
+        guard case let .string(inj)? = a[prefix + "injection"], let i = Injection(rawValue: inj) else {
+            throw bad(prefix + "injection", "missing (subject or update)")
+        }
+        injection = i
     }
 }
 
@@ -280,8 +291,10 @@ public final class ZOEditor {
         let rows = layout.cacheLength + layout.suffixLength
         let e = try embedRows(layout.paddedIDs(first: 0, rows: rows, padID: model.tokenizer.eosID ?? 0))
         let scale = try EditGraph.scale(f.params.first { $0.name == "embeddings" }?.type, "@\(name) embeddings")
+        let st = try runner.start()
         return try EditGraph(interpreter: interpreter(m), name: name, layout: layout, hidden: model.config.hidden,
-                             fixed: ["embeddings": TensorData.i16(EditGraph.quantize(e, scale)).repeated(copies)])
+                             fixed: ["embeddings": TensorData.i16(EditGraph.quantize(e, scale)).repeated(copies)],
+                             rowWeights: settings.injection == .update ? st.base.keyResponse(st.key, first: 0, rows: rows) : nil)
     }
 
     /// Compiles one edit and binds it to an interpreter sharing the model's weights.

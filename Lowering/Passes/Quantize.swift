@@ -97,9 +97,10 @@ public final class WeightCache {
         var q = [Int8](repeating: 0, count: n * k)
         var clipped = 0
         for r in 0..<n {
-            let inv = 1 / rowScales[r]
+            // The same f32 arithmetic as the first quantization, so the original weights come back exactly.
+            let scale = Float(rowScales[r])
             for c in 0..<k {
-                let v = (Double(w[r * k + c]) * smoothing[c] * inv).rounded()
+                let v = (w[r * k + c] * Float(smoothing[c]) / scale).rounded()
                 if abs(v) > 127 { clipped += 1 }
                 q[r * k + c] = Int8(max(-127, min(127, v)))
             }

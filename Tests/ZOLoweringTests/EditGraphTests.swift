@@ -53,6 +53,23 @@ final class EditGraphTests: XCTestCase {
     /// - the step graph (a prefix graph once; then, from layer L's residual add on, only the rows
     ///   from the subject on) gives the uncached graph's logits bit for bit, with δ = 0 and δ ≠ 0;
     /// - a δ in one copy changes that copy only.
+    /// The edit loop undoes a rank-one update that fails its check by requantizing the weights it
+    /// started from: that must give back the original int8 values exactly.
+    func testRequantizingTheOriginalDownProjectionIsExact() throws {
+        let lm = try NPUModelTests.model()
+        let name = "blk.6.ffn_down.weight"
+        let original = try XCTUnwrap(try lm.int8Weight(name))
+        let live = LiveWeights(model: lm, also: [])
+        let w = try live.downProjection(layer: 6)
+        var moved = w
+        moved[0] += 0.5
+        _ = try live.replaceDownProjection(layer: 6, moved)
+        XCTAssertNotEqual(try lm.int8Weight(name), original)
+        _ = try live.replaceDownProjection(layer: 6, w)
+        XCTAssertEqual(try lm.int8Weight(name), original)
+        try lm.restoreWeight(name, original)
+    }
+
     func testCachedEditGraphIsExactlyTheFullForward() throws {
         let lm = try NPUModelTests.model()
         var s = EditSettings()
@@ -78,12 +95,13 @@ final class EditGraphTests: XCTestCase {
         for i in stride(from: 0, to: D, by: 7) { push[i] = Float(i % 5) - 2 }
         let both = try full.logits([zero, zero])
         XCTAssertEqual(both.count, 2 * N * V)
-        XCTAssertEqual(Array(both[0..<(N * V)]), Array(both[(N * V)...]))
-        XCTAssertEqual(try cached.logits([zero, zero]), both)
+        // (Whole-array comparisons as booleans: a failure would otherwise print millions of logits.)
+        XCTAssertTrue(both[0..<(N * V)] == both[(N * V)...], "two copies with δ = 0 differ")
+        XCTAssertTrue(try cached.logits([zero, zero]) == both, "cached ≠ full at δ = 0")
         let moved = try full.logits([zero, push])
-        XCTAssertEqual(Array(moved[0..<(N * V)]), Array(both[0..<(N * V)]))
-        XCTAssertNotEqual(Array(moved[(N * V)...]), Array(both[(N * V)...]))
-        XCTAssertEqual(try cached.logits([zero, push]), moved)
+        XCTAssertTrue(moved[0..<(N * V)] == both[0..<(N * V)], "δ in copy 1 changed copy 0")
+        XCTAssertFalse(moved[(N * V)...] == both[(N * V)...], "δ changed nothing")
+        XCTAssertTrue(try cached.logits([zero, push]) == moved, "cached ≠ full at δ ≠ 0")
         // The prompt with the longest prefix has no left padding: the plain forward of its tokens.
         let p = layout.offsets.firstIndex(of: 0)!
         let reference = try lm.logits(layout.sequences[p])
