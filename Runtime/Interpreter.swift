@@ -17,6 +17,9 @@ public final class Interpreter {
         let function: Function
         let lastUse: [Int]
         let isResult: [Bool]
+        /// Integer fully_connected ops (by op index) run together with the rescale (op index)
+        /// that is their only use: the i64 accumulator is never stored whole.
+        let fusedRescale: [Int: Int]
     }
 
     /// `constantsFrom`: reuse the constants another interpreter has materialized (same weights).
@@ -71,7 +74,18 @@ public final class Interpreter {
         for (i, op) in f.ops.enumerated() { for o in op.operands { last[o] = i } }
         var isResult = [Bool](repeating: false, count: f.valueCount)
         for v in f.resultValues { isResult[v] = true }
-        let p = Plan(function: f, lastUse: last, isResult: isResult)
+        var uses = [Int](repeating: 0, count: f.valueCount)
+        for op in f.ops { for o in op.operands { uses[o] += 1 } }
+        var fused: [Int: Int] = [:]
+        let n = f.params.count
+        for (i, op) in f.ops.enumerated() where op.kind == .fullyConnected && op.type.dtype == .i64 && op.operands.count == 2 {
+            let id = n + i, c = last[id]
+            guard uses[id] == 1, !isResult[id], c > i, f.ops[c].kind == .rescale, f.ops[c].operands.first == id,
+                  [DType.i16, .i32].contains(f.ops[c].type.dtype),
+                  f.ops[c].operands.dropFirst().allSatisfy({ $0 >= n && f.ops[$0 - n].kind == .constant }) else { continue }
+            fused[i] = c
+        }
+        let p = Plan(function: f, lastUse: last, isResult: isResult, fusedRescale: fused)
         plans[name] = p
         return p
     }
@@ -94,17 +108,25 @@ public final class Interpreter {
             values[i] = d
         }
         let n = f.params.count
+        var done = Set<Int>()  // rescales already computed with their fully_connected
         for (i, op) in f.ops.enumerated() {
             let id = n + i
-            let operands = op.operands.map { values[$0]! }
-            let types = op.operands.map { f.type(of: $0) }
             do {
                 let t0 = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
-                values[id] = try execute(op, operands, types)
-                if profile != nil {
-                    profile!["\(op.kind.rawValue) \(op.type.dtype.rawValue)", default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                var kind = "\(op.kind.rawValue) \(op.type.dtype.rawValue)"
+                if done.contains(i) {
+                    kind = ""
+                } else if observe == nil, let c = p.fusedRescale[i] {
+                    values[n + c] = try fullyConnectedRescaled(op, f.ops[c], in: f, op.operands.map { values[$0]! }, op.operands.map { f.type(of: $0) })
+                    done.insert(c)
+                    kind = "fully_connected+rescale \(f.ops[c].type.dtype.rawValue)"
+                } else {
+                    values[id] = try execute(op, op.operands.map { values[$0]! }, op.operands.map { f.type(of: $0) })
+                    if let o = observe { o(id, values[id]!) }
                 }
-                if let o = observe { o(id, values[id]!) }
+                if profile != nil && !kind.isEmpty {
+                    profile![kind, default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                }
             } catch let e as KernelError {
                 throw RuntimeError.unsupported(function: f.name, value: id, op: op.kind.rawValue, reason: e.message)
             }
@@ -116,6 +138,24 @@ public final class Interpreter {
         var out: [String: TensorData] = [:]
         for (name, v) in f.results { out[name] = values[v]! }
         return out
+    }
+
+    /// An integer fully_connected and the rescale that is its only use, as one kernel.
+    /// (The rescale's multipliers and shifts are constants: the plan checked it.)
+    func fullyConnectedRescaled(_ fc: Op, _ rescale: Op, in f: Function, _ x: [TensorData], _ t: [TensorType]) throws -> TensorData {
+        let k = t[1].shape[1], n = t[1].shape[0]
+        func constantOperand(_ i: Int) throws -> [Int] {
+            guard case let .symbol(name)? = f.op(defining: rescale.operands[i])?.attributes["name"] else { throw KernelError("rescale operand \(i) is not a constant") }
+            return IntKernels.widen(try constant(name)).map(Int.init)
+        }
+        let at = AttrReader(rescale.attributes)
+        let (m, sh) = rescale.operands.count == 3 ? (try constantOperand(1), try constantOperand(2)) : ([try at.int("multiplier")], [try at.int("shift")])
+        guard sh.allSatisfy({ (0...62).contains($0) }) else { throw KernelError("rescale shifts must lie in 0...62") }
+        let input = try IntKernels.int16s(x[0])
+        return try IntKernels.withInt8s(x[1]) {
+            IntKernels.fullyConnectedRescaled(input, rows: t[0].elementCount / k, k: k, $0, n: n, bias: nil, multipliers: m, shifts: sh,
+                                              out: rescale.type.dtype)
+        }
     }
 
     func execute(_ op: Op, _ x: [TensorData], _ t: [TensorType]) throws -> TensorData {

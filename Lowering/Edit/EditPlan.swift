@@ -20,7 +20,8 @@ public enum EditPlan {
         var module: Module?
         for (i, r) in requests.enumerated() {
             let (m, p) = try editor.compile(r, tag: "e\(i)")
-            if module == nil { module = m } else { module!.merge(m) }
+            // Each edit's rescale tables and masks mostly repeat earlier ones: keep one copy.
+            module = try ShareConstantsPass().run(module.map { var all = $0; all.merge(m); return all } ?? m)
             module!.attributes["plan.\(i).request"] = .string(r.json.serialized)
             module!.attributes["plan.\(i).functions"] = .string([p.prefix, p.step, p.probe].joined(separator: ","))
             progress(i + 1)

@@ -19,7 +19,7 @@ public struct PassError: Error, CustomStringConvertible {
 
 /// The passes `zoc opt --passes=` knows, by name.
 public enum PassRegistry {
-    public static let names = ["decompose", "calibrate", "quantize", "legalize-npu", "fold-constants", "dce", "memory-plan"]
+    public static let names = ["decompose", "calibrate", "quantize", "legalize-npu", "fold-constants", "dce", "memory-plan", "share-constants"]
 
     public static func make(_ name: String) throws -> Pass {
         switch name {
@@ -30,6 +30,7 @@ public enum PassRegistry {
         case "fold-constants": return FoldConstantsPass()
         case "dce": return DCEPass()
         case "memory-plan": return MemoryPlanPass()
+        case "share-constants": return ShareConstantsPass()
         default:
             throw PassError(pass: "pipeline", function: "", message: "unknown pass '\(name)' (known: \(names.joined(separator: ", ")))")
         }

@@ -66,6 +66,33 @@ enum IntKernels {
         return out
     }
 
+    /// A fully_connected whose only use is a rescale, in one pass: each sum is rescaled as it is
+    /// made, so the [rows, n] i64 accumulator (41 MiB for a step graph's output head) never
+    /// exists. The integers are those of `fullyConnected` followed by `rescale`; the outputs are
+    /// split between the cores as in `fullyConnected`.
+    static func fullyConnectedRescaled(_ x: [Int16], rows: Int, k: Int, _ wp: UnsafeBufferPointer<Int8>, n: Int, bias: [Int64]?,
+                                       multipliers: [Int], shifts: [Int], out: DType) -> TensorData {
+        let width = multipliers.count > 1 ? n : 1
+        let m = multipliers.map(Int64.init), s = shifts.map(Int32.init)
+        let outBits = out.byteSize * 8
+        let parts = rows * n * k >= 1 << 20 ? min(Threads.count, max(1, n / 64)) : 1
+        return makeInteger(out, count: rows * n) { y in
+            x.withUnsafeBufferPointer { xp in
+                func run(_ b: UnsafePointer<Int64>?) {
+                    func part(_ p: Int) {
+                        let chunk = (n + parts - 1) / parts
+                        let j0 = min(n, p * chunk), j1 = min(n, j0 + chunk)
+                        guard j0 < j1 else { return }
+                        zo_fc_rescale_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, Int32(n), Int32(j0), Int32(j1), b,
+                                             m, s, Int32(width), Int32(outBits), y)
+                    }
+                    if parts == 1 { part(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: part) }
+                }
+                if let bias = bias { bias.withUnsafeBufferPointer { run($0.baseAddress) } } else { run(nil) }
+            }
+        }
+    }
+
     /// Batched c[b, m, n] = Σ_k a[b, m, k] · b[b, k, n] (or b[b, n, k]), exact: each i16 product
     /// fits in Int32 and the sum is kept in Int64 (CKernels). Batches split between the cores.
     static func matmul(_ a: [Int16], _ at: TensorType, _ b: [Int16], transposeB: Bool, out: TensorType) -> [Int64] {

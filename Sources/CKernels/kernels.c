@@ -4,11 +4,31 @@
 #include <immintrin.h>
 #endif
 
+static inline int64_t rescale_one(int64_t x, int64_t m, int s);
+
+// Where a fully_connected's sums go: int64 into `raw`, or (raw NULL) rescaled by m/s of the
+// output column (width 1: one pair for all) and saturated to out_bits in `y`.
+typedef struct {
+    int64_t *raw;
+    void *y;
+    const int64_t *m;
+    const int32_t *s;
+    int width, out_bits;
+} fc_out;
+
+static inline __attribute__((always_inline)) void emit(const fc_out *o, size_t idx, int j, int64_t v) {
+    if (o->raw) { o->raw[idx] = v; return; }
+    int c = o->width == 1 ? 0 : j;
+    int64_t r = rescale_one(v, o->m[c], o->s[c]);
+    if (o->out_bits == 16) ((int16_t *)o->y)[idx] = (int16_t)(r < INT16_MIN ? INT16_MIN : r > INT16_MAX ? INT16_MAX : r);
+    else ((int32_t *)o->y)[idx] = (int32_t)(r < INT32_MIN ? INT32_MIN : r > INT32_MAX ? INT32_MAX : r);
+}
+
 // Portable reference: int32 partial sums are exact (|x·w| <= 2^22, blocks of 256 products stay
 // below 2^30) and join an int64 total.
-static void fc_portable(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0, int j1,
-                        const int64_t *bias, int64_t *out) {
-    for (int r = 0; r < rows; r++) {
+static void fc_portable_rows(const int16_t *x, int r0, int r1, int k, const int8_t *w, int n, int j0, int j1,
+                             const int64_t *bias, const fc_out *out) {
+    for (int r = r0; r < r1; r++) {
         const int16_t *xr = x + (size_t)r * k;
         for (int j = j0; j < j1; j++) {
             const int8_t *wj = w + (size_t)j * k;
@@ -19,7 +39,7 @@ static void fc_portable(const int16_t *x, int rows, int k, const int8_t *w, int 
                 for (int i = s; i < e; i++) acc += (int32_t)xr[i] * (int32_t)wj[i];
                 total += acc;
             }
-            out[(size_t)r * n + j] = total;
+            emit(out, (size_t)r * n + j, j, total);
         }
     }
 }
@@ -47,7 +67,7 @@ static inline int64_t dot_tail(const int16_t *x, const int8_t *w, int s, int e) 
 
 __attribute__((target("avx2")))
 static void fc_avx2(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0, int j1,
-                    const int64_t *bias, int64_t *out) {
+                    const int64_t *bias, const fc_out *out) {
     const int kv = k & ~15;  // the part done 16 inputs at a time
     int r = 0;
     // 4 rows × 2 outputs per inner loop: each weight vector widened once serves 4 rows.
@@ -84,11 +104,11 @@ static void fc_avx2(const int16_t *x, int rows, int k, const int8_t *w, int n, i
             const int16_t *xs[4] = {x0, x1, x2, x3};
             for (int q = 0; q < 4; q++) {
                 int64_t ba = bias ? bias[j] : 0, bb = bias ? bias[j + 1] : 0;
-                out[(size_t)(r + q) * n + j] = ba + t[q] + dot_tail(xs[q], wa, kv, k);
-                out[(size_t)(r + q) * n + j + 1] = bb + t[4 + q] + dot_tail(xs[q], wb, kv, k);
+                emit(out, (size_t)(r + q) * n + j, j, ba + t[q] + dot_tail(xs[q], wa, kv, k));
+                emit(out, (size_t)(r + q) * n + j + 1, j + 1, bb + t[4 + q] + dot_tail(xs[q], wb, kv, k));
             }
         }
-        if (j < j1) fc_portable(x + (size_t)r * k, 4, k, w, n, j, j1, bias, out + (size_t)r * n);
+        if (j < j1) fc_portable_rows(x, r, r + 4, k, w, n, j, j1, bias, out);
     }
     // Remaining rows one at a time, 4 outputs per inner loop.
     for (; r < rows; r++) {
@@ -111,9 +131,9 @@ static void fc_avx2(const int16_t *x, int rows, int k, const int8_t *w, int n, i
                 t[2] += hsum_epi32_to_i64(a2); t[3] += hsum_epi32_to_i64(a3);
             }
             const int8_t *ws[4] = {w0, w1, w2, w3};
-            for (int q = 0; q < 4; q++) out[(size_t)r * n + j + q] = (bias ? bias[j + q] : 0) + t[q] + dot_tail(xr, ws[q], kv, k);
+            for (int q = 0; q < 4; q++) emit(out, (size_t)r * n + j + q, j + q, (bias ? bias[j + q] : 0) + t[q] + dot_tail(xr, ws[q], kv, k));
         }
-        if (j < j1) fc_portable(xr, 1, k, w, n, j, j1, bias, out + (size_t)r * n);
+        if (j < j1) fc_portable_rows(x, r, r + 1, k, w, n, j, j1, bias, out);
     }
 }
 #endif
@@ -128,12 +148,23 @@ int zo_has_avx2(void) {
 #endif
 }
 
+static void fc(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0, int j1, const int64_t *bias, const fc_out *o) {
+#if defined(__x86_64__)
+    if (zo_has_avx2()) { fc_avx2(x, rows, k, w, n, j0, j1, bias, o); return; }
+#endif
+    fc_portable_rows(x, 0, rows, k, w, n, j0, j1, bias, o);
+}
+
 void zo_fc_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0, int j1,
                   const int64_t *bias, int64_t *out) {
-#if defined(__x86_64__)
-    if (zo_has_avx2()) { fc_avx2(x, rows, k, w, n, j0, j1, bias, out); return; }
-#endif
-    fc_portable(x, rows, k, w, n, j0, j1, bias, out);
+    fc_out o = {out, NULL, NULL, NULL, 1, 64};
+    fc(x, rows, k, w, n, j0, j1, bias, &o);
+}
+
+void zo_fc_rescale_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0, int j1, const int64_t *bias,
+                          const int64_t *m, const int32_t *s, int width, int out_bits, void *y) {
+    fc_out o = {NULL, y, m, s, width, out_bits};
+    fc(x, rows, k, w, n, j0, j1, bias, &o);
 }
 
 static inline int64_t rescale_one(int64_t x, int64_t m, int s) {
@@ -200,8 +231,93 @@ static inline int64_t rescale_one(int64_t x, int64_t m, int s) {
     default: ZO_RESCALE_LOOP(TI, int64_t, INT64_MIN, INT64_MAX); break;                         \
     }
 
+#if defined(__x86_64__)
+// x as int64 lanes, 4 at a time, from 16-, 32- or 64-bit elements.
+__attribute__((target("avx2")))
+static inline __m256i load4_i64(const void *x, int in_bits, long i) {
+    switch (in_bits) {
+    case 16: return _mm256_cvtepi16_epi64(_mm_loadl_epi64((const __m128i *)((const int16_t *)x + i)));
+    case 32: return _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)((const int32_t *)x + i)));
+    default: return _mm256_loadu_si256((const __m256i *)((const int64_t *)x + i));
+    }
+}
+
+// round(x·m / 2^s) for |x|, |m| < 2^31: vpmuldq gives the exact 64-bit product of the low 32
+// bits; the arithmetic shift AVX2 lacks is a logical shift of p XOR 2^63, minus 2^63 >> s.
+__attribute__((target("avx2")))
+static inline __m256i rescale4(__m256i v, __m256i mm, __m256i half, __m256i sh, __m256i bias) {
+    const __m256i sign = _mm256_set1_epi64x(INT64_MIN);
+    __m256i p = _mm256_add_epi64(_mm256_mul_epi32(v, mm), half);
+    return _mm256_sub_epi64(_mm256_srlv_epi64(_mm256_xor_si256(p, sign), sh), bias);
+}
+
+// Clamps int64 lanes to [lo, hi] and stores them as 16- or 32-bit integers.
+__attribute__((target("avx2")))
+static inline void store4(__m256i v, __m256i lo, __m256i hi, int out_bits, void *y, long i) {
+    v = _mm256_blendv_epi8(v, hi, _mm256_cmpgt_epi64(v, hi));
+    v = _mm256_blendv_epi8(v, lo, _mm256_cmpgt_epi64(lo, v));
+    __m128i d = _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(0, 2, 4, 6, 0, 0, 0, 0)));
+    if (out_bits == 32) _mm_storeu_si128((__m128i *)((int32_t *)y + i), d);
+    else _mm_storel_epi64((__m128i *)((int16_t *)y + i), _mm_packs_epi32(d, d));
+}
+
+// The vectorized rescale for 16/32/64-bit inputs and 16/32-bit outputs, per tensor or per
+// channel with a width divisible by 4. Returns 0 (having written nothing) when an input or a
+// multiplier is 2^31 or more in magnitude, or the shape does not fit: the caller's loops run.
+__attribute__((target("avx2")))
+static int rescale_avx2(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
+                        int out_bits, void *y) {
+    if ((in_bits != 16 && in_bits != 32 && in_bits != 64) || (out_bits != 16 && out_bits != 32)) return 0;
+    if (width != 1 && width % 4 != 0) return 0;
+    for (int c = 0; c < width; c++) if (m[c] <= -((int64_t)1 << 31) || m[c] >= ((int64_t)1 << 31) || s[c] < 0 || s[c] > 62) return 0;
+    long vec = count & ~3L;
+    if (in_bits == 64) {  // narrower inputs are below 2^31 by their type
+        const int64_t *in = (const int64_t *)x;
+        __m256i mn = _mm256_set1_epi64x(0), mx = mn;
+        for (long i = 0; i < vec; i += 4) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(in + i));
+            mn = _mm256_blendv_epi8(mn, v, _mm256_cmpgt_epi64(mn, v));
+            mx = _mm256_blendv_epi8(mx, v, _mm256_cmpgt_epi64(v, mx));
+        }
+        int64_t a[4], b[4];
+        _mm256_storeu_si256((__m256i *)a, mn);
+        _mm256_storeu_si256((__m256i *)b, mx);
+        for (int q = 0; q < 4; q++) if (a[q] <= -((int64_t)1 << 31) || b[q] >= ((int64_t)1 << 31)) return 0;
+        for (long i = vec; i < count; i++) if (in[i] <= -((int64_t)1 << 31) || in[i] >= ((int64_t)1 << 31)) return 0;
+    }
+    const int64_t LO = out_bits == 16 ? INT16_MIN : INT32_MIN, HI = out_bits == 16 ? INT16_MAX : INT32_MAX;
+    const __m256i lo = _mm256_set1_epi64x(LO), hi = _mm256_set1_epi64x(HI), one = _mm256_set1_epi64x(1);
+    const __m256i sign = _mm256_set1_epi64x(INT64_MIN);
+    if (width == 1) {
+        const __m256i mm = _mm256_set1_epi64x(m[0]), sh = _mm256_set1_epi64x(s[0]);
+        const __m256i half = s[0] > 0 ? _mm256_set1_epi64x((int64_t)1 << (s[0] - 1)) : _mm256_setzero_si256();
+        const __m256i bias = _mm256_srlv_epi64(sign, sh);
+        for (long i = 0; i < vec; i += 4) store4(rescale4(load4_i64(x, in_bits, i), mm, half, sh, bias), lo, hi, out_bits, y, i);
+        for (long i = vec; i < count; i++) {
+            int64_t v = in_bits == 16 ? ((const int16_t *)x)[i] : in_bits == 32 ? ((const int32_t *)x)[i] : ((const int64_t *)x)[i];
+            v = (v * m[0] + (s[0] > 0 ? (int64_t)1 << (s[0] - 1) : 0)) >> s[0];
+            v = v < LO ? LO : v > HI ? HI : v;
+            if (out_bits == 16) ((int16_t *)y)[i] = (int16_t)v; else ((int32_t *)y)[i] = (int32_t)v;
+        }
+        return 1;
+    }
+    for (long base = 0; base < count; base += width)
+        for (int c = 0; c < width; c += 4) {
+            __m256i mm = _mm256_loadu_si256((const __m256i *)(m + c));
+            __m256i sh = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(s + c)));
+            // 2^(s−1), and 0 where s = 0 (a shift count of 2^64 − 1 gives 0).
+            __m256i half = _mm256_sllv_epi64(one, _mm256_sub_epi64(sh, one));
+            store4(rescale4(load4_i64(x, in_bits, base + c), mm, half, sh, _mm256_srlv_epi64(sign, sh)), lo, hi, out_bits, y, base + c);
+        }
+    return 1;
+}
+#endif
+
 void zo_rescale(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
                 int out_bits, void *y) {
+#if defined(__x86_64__)
+    if (zo_has_avx2() && count % width == 0 && rescale_avx2(x, in_bits, count, width, m, s, out_bits, y)) return;
+#endif
     switch (in_bits) {
     case 8: ZO_RESCALE_OUT(int8_t); break;
     case 16: ZO_RESCALE_OUT(int16_t); break;

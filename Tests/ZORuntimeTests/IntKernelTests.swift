@@ -121,6 +121,54 @@ final class IntKernelTests: XCTestCase {
         let y = ints(try run(.rescale, [(TensorType(.i32, [4, 3]), .i32(x))],
                              consts: [(TensorType(.i32, [3]), .i32(m)), (TensorType(.i32, [3]), .i32(s))], ["out": .string("i16")]))
         for i in 0..<12 { XCTAssertEqual(y[i], sat(oracleRound(Int128(x[i]) * Int128(m[i % 3]), Int(s[i % 3])), 16)) }
+        // Widths divisible by 4 take the vectorized loop when inputs and multipliers are below
+        // 2^31 (the first input set), the checked one otherwise (the second): both against the oracle.
+        let w = 8, rows = 300
+        let mw = (0..<w).map { _ in Int32.random(in: -Int32.max...Int32.max, using: &rng) }
+        let sw = (0..<w).map { c in Int32(c == 3 ? 0 : Int.random(in: 1...62, using: &rng)) }
+        let narrow = (0..<(w * rows)).map { i in [Int64(Int32.max), -Int64(Int32.max), -1, 0, 1][i % 5] &+ Int64.random(in: -90000...90000, using: &rng) * Int64(i % 2) }
+        for xs in [narrow.map { max(-Int64(Int32.max), min(Int64(Int32.max), $0)) }, narrow.map { $0 &* 40 }] {
+            for out in ["i16", "i32"] {
+                let y = ints(try run(.rescale, [(TensorType(.i64, [rows, w]), .i64(xs))],
+                                     consts: [(TensorType(.i32, [w]), .i32(mw)), (TensorType(.i32, [w]), .i32(sw))], ["out": .string(out)]))
+                for i in 0..<xs.count where y[i] != sat(oracleRound(Int128(xs[i]) * Int128(mw[i % w]), Int(sw[i % w])), out == "i16" ? 16 : 32) {
+                    return XCTFail("x \(xs[i]) m \(mw[i % w]) s \(sw[i % w]) \(out): got \(y[i])")
+                }
+            }
+        }
+    }
+
+    /// A fully_connected whose only use is a rescale runs as one kernel (row blocks through an i64
+    /// scratch, both cores): the same integers as the two ops apart (an observed run keeps them
+    /// apart), per channel and per tensor, on sizes that leave partial blocks and vector tails.
+    func testFullyConnectedFusedWithItsRescaleMatchesTheTwoOps() throws {
+        for (rows, k, n, perChannel, out) in [(37, 300, 203, true, DType.i16), (9, 64, 8, false, .i32), (130, 576, 64, true, .i32)] {
+            let x = i16s(rows * k), w = i8s(n * k)
+            let m = (0..<(perChannel ? n : 1)).map { _ in Int32.random(in: 1...(1 << 30), using: &rng) }
+            let sh = (0..<(perChannel ? n : 1)).map { _ in Int32.random(in: 20...40, using: &rng) }
+            let mb = ModuleBuilder(name: "k")
+            mb.declareConstant("w", TensorType(.i8, [n, k]), .data(.i8(w)))
+            mb.declareConstant("m", TensorType(.i32, [m.count]), .data(.i32(m)))
+            mb.declareConstant("s", TensorType(.i32, [sh.count]), .data(.i32(sh)))
+            let f = FunctionBuilder("f", in: mb)
+            let acc = try f.emit(.fullyConnected, [f.param("x", TensorType(.i16, [rows, k])), try f.constant("w")])
+            let y = perChannel ? try f.emit(.rescale, [acc, try f.constant("m"), try f.constant("s")], ["out": .string(out.rawValue)])
+                               : try f.emit(.rescale, [acc], ["multiplier": .int(Int(m[0])), "shift": .int(Int(sh[0])), "out": .string(out.rawValue)])
+            f.output("y", y)
+            f.finish()
+            let interp = try Interpreter(module: mb.module)
+            let fused = try interp.run("f", ["x": .i16(x)])["y"]!
+            let apart = try interp.run("f", ["x": .i16(x)], observe: { _, _ in })["y"]!
+            XCTAssertEqual(fused.dtype, out)
+            XCTAssertTrue(fused == apart, "rows \(rows) k \(k) n \(n): the fused kernel differs from fully_connected + rescale")
+            // And the two ops against the oracle, at a few outputs.
+            for (r, j) in [(0, 0), (rows - 1, n - 1), (rows / 2, n / 3)] {
+                var dot = Int128(0)
+                for i in 0..<k { dot += Int128(x[r * k + i]) * Int128(w[j * k + i]) }
+                let c = perChannel ? j : 0
+                XCTAssertEqual(ints(apart)[r * n + j], sat(oracleRound(dot * Int128(m[c]), Int(sh[c])), out == .i16 ? 16 : 32))
+            }
+        }
     }
 
     func testTableOnEveryInput() throws {

@@ -9,6 +9,12 @@
 void zo_fc_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0, int j1,
                   const int64_t *bias, int64_t *out);
 
+/// zo_fc_i16_i8 followed by zo_rescale in one pass: each sum is rescaled by m[j], s[j] of its
+/// output column j (width 1: m[0], s[0] for all) and saturated to out_bits (16 or 32) into y
+/// [rows][n]; the int64 sums are never stored.
+void zo_fc_rescale_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0, int j1, const int64_t *bias,
+                          const int64_t *m, const int32_t *s, int width, int out_bits, void *y);
+
 /// y[i] = saturate_bits(round(x[i] * m[c] / 2^s[c])) with c = i % width (width 1: per tensor),
 /// round half toward +inf, the product exact (128-bit when 64 do not hold it). in_bits and
 /// out_bits are 8, 16, 32 or 64: x and y point to that many bits per element.
