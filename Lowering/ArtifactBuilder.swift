@@ -8,9 +8,11 @@ public enum ArtifactBuilder {
     public static let producer = "zoc (zo 0.1)"
 
     /// The file's bytes. `entry` names the forward function; `settings` records how it was made.
-    /// `host`: further host tensors (f32), e.g. an edit plan's original down-projection.
+    /// `host`: further host tensors (f32), e.g. an edit plan's original down-projection;
+    /// `hostBytes`: opaque host segments (i8 tensors of their length), e.g. a plan's per-edit functions.
     public static func build(module: Module, entry: String, gguf: GGUFFile, tokenizer: Tokenizer, config: ModelConfig,
-                             settings: [String: Attribute], host: [(name: String, shape: [Int], data: [Float])] = []) throws -> [UInt8] {
+                             settings: [String: Attribute], host: [(name: String, shape: [Int], data: [Float])] = [],
+                             hostBytes: [(name: String, bytes: [UInt8])] = []) throws -> [UInt8] {
         guard module.function(entry) != nil else { throw ArtifactError.encode(reason: "the module has no function @\(entry)") }
         var tensors: [TensorDescriptor] = []
         var segments: [[UInt8]] = []
@@ -35,6 +37,10 @@ public enum ArtifactBuilder {
             guard h.data.count == h.shape.reduce(1, *) else { throw ArtifactError.encode(reason: "host tensor \(h.name): \(h.data.count) values for \(h.shape)") }
             tensors.append(TensorDescriptor(name: h.name, type: .f32(h.shape), host: true))
             segments.append(littleEndianBytes(.f32(h.data)))
+        }
+        for h in hostBytes {
+            tensors.append(TensorDescriptor(name: h.name, type: TensorType(.i8, [h.bytes.count]), host: true))
+            segments.append(h.bytes)
         }
 
         var m = module

@@ -23,6 +23,27 @@ public enum ManifestCodec {
         return out
     }
 
+    /// A module's functions and attributes on their own (zo.Module bytes; constants are declared
+    /// by the artifact that holds them): how an edit plan stores each edit's functions apart.
+    public static func encodeModule(_ m: Module) throws -> [UInt8] {
+        let a = CArena()
+        let msg = try module(m, a)
+        let size = zo__module__get_packed_size(msg)
+        var out = [UInt8](repeating: 0, count: size)
+        let written = out.withUnsafeMutableBufferPointer { zo__module__pack(msg, $0.baseAddress!) }
+        guard written == size else { throw ArtifactError.encode(reason: "protobuf-c packed \(written) of \(size) bytes") }
+        return out
+    }
+
+    /// Decodes `encodeModule`'s bytes; `path` and `field` name them in errors.
+    public static func decodeModule(_ bytes: UnsafeRawBufferPointer, path: String, field: String) throws -> Module {
+        guard let msg = zo__module__unpack(nil, bytes.count, bytes.baseAddress?.assumingMemoryBound(to: UInt8.self)) else {
+            throw ArtifactError.invalidField(path: path, field: field, reason: "the \(bytes.count) bytes are not a valid zo.Module protobuf message")
+        }
+        defer { zo__module__free_unpacked(msg, nil) }
+        return try Decoder(path: path).module(msg.pointee)
+    }
+
     /// Decodes and checks every enum and reference the IR relies on; `path` names the file in errors.
     public static func decode(_ bytes: UnsafeRawBufferPointer, path: String) throws -> (version: UInt32, manifest: ArtifactManifest) {
         let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self)

@@ -17,11 +17,20 @@ public enum EditPlan {
     public static func build(editor: ZOEditor, requests: [EditRequest], progress: (Int) -> Void = { _ in }) throws -> [UInt8] {
         let lm = editor.model, s = editor.settings
         guard !requests.isEmpty else { throw RuntimeError.badRequest("no edit requests to compile") }
+        // The plan's module holds the constants of every edit (one copy of each: share-constants)
+        // and, as the artifact's entry, edit 0's prefix function. Each edit's own functions are a
+        // separate host segment, decoded only while that edit runs: a run's memory does not grow
+        // with the number of edits.
         var module: Module?
+        var functions: [(name: String, bytes: [UInt8])] = []
         for (i, r) in requests.enumerated() {
             let (m, p) = try editor.compile(r, tag: "e\(i)")
-            // Each edit's rescale tables and masks mostly repeat earlier ones: keep one copy.
-            module = try ShareConstantsPass().run(module.map { var all = $0; all.merge(m); return all } ?? m)
+            var all = module.map { var a = $0; a.merge(m); return a } ?? m
+            all = try ShareConstantsPass().run(all)
+            let mine = all.functions.filter { [p.prefix, p.step, p.probe].contains($0.name) }
+            functions.append(("plan.\(i).functions", try ManifestCodec.encodeModule(Module(name: "plan.\(i)", functions: mine))))
+            all.functions = module?.functions ?? mine.filter { $0.name == p.prefix }
+            module = all
             module!.attributes["plan.\(i).request"] = .string(r.json.serialized)
             module!.attributes["plan.\(i).functions"] = .string([p.prefix, p.step, p.probe].joined(separator: ","))
             progress(i + 1)
@@ -43,7 +52,7 @@ public enum EditPlan {
         }
         return try ArtifactBuilder.build(module: m, entry: String(entry), gguf: lm.gguf, tokenizer: lm.tokenizer, config: lm.config,
                                          settings: ["kind": .string("edit-plan")],
-                                         host: [(weightTensor, info.shape, try lm.gguf.dequantize(info))])
+                                         host: [(weightTensor, info.shape, try lm.gguf.dequantize(info))], hostBytes: functions)
     }
 }
 
@@ -88,6 +97,25 @@ public final class LoadedPlan {
         return EditProgram(request: requests[i], layout: layout, prefix: names[0], step: names[1], probe: names[2], valueNorm: 0, deltaRange: 0)
     }
 
+    /// Edit `i`'s functions (decoded from their host segment) over the plan's constants, in an
+    /// interpreter that starts from `previous`'s materialized constants (the plan's weights as
+    /// they are now, edited or not). Only one edit's functions are in memory at a time.
+    public func interpreter(_ i: Int, after previous: Interpreter) throws -> Interpreter {
+        let field = "plan.\(i).functions"
+        guard let t = artifact.manifest.tensor(field), t.host, t.type.dtype == .i8 else {
+            throw ArtifactError.invalidTensor(path: artifact.path, tensor: field, reason: "missing (edit \(i)'s functions)")
+        }
+        let fm = try ManifestCodec.decodeModule(artifact.bytes(t), path: artifact.path, field: field)
+        let base = artifact.module
+        let m = Module(name: base.name, attributes: base.attributes, constants: base.constants, functions: fm.functions,
+                       constantData: base.constantData)
+        do {
+            return try Interpreter(module: m, constantsFrom: previous)
+        } catch {
+            throw ArtifactError.invalidField(path: artifact.path, field: field, reason: "\(error)")
+        }
+    }
+
     public func embed(_ ids: [Int]) throws -> [Float] {
         guard case let .f32(e) = try embeddings.lookup(ids) else { throw RuntimeError.badRequest("embedding lookup returned no f32 rows") }
         return e
@@ -107,7 +135,8 @@ public final class LoadedPlan {
 /// A plan's weights in one interpreter: the down-projection's f32 form kept on the host, its
 /// int8 constant replaced on the plan's exact grid.
 public final class PlanWeights: EditWeights {
-    let interpreter: Interpreter
+    /// The interpreter running the current edit (`LoadedPlan.interpreter(_:after:)` makes one per edit).
+    public var interpreter: Interpreter
     let layer: Int
     public private(set) var current: [Float]
     public let original: [Float]

@@ -181,10 +181,9 @@ struct Run: ParsableCommand {
     func run() throws {
         let p = try LoadedPlan(path: plan)
         if out != nil && p.requests.count > 1 && !sequential { throw ValidationError("--out with several edits needs --sequential; --out-dir writes one model per edit") }
-        let interp = try Interpreter(module: p.artifact.module)
-        let weights = try PlanWeights(plan: p, interpreter: interp)
+        let weights = try PlanWeights(plan: p, interpreter: Interpreter(module: p.artifact.module))
         let wname = "blk.\(p.settings.layer).ffn_down.weight"
-        let original = try interp.constant(wname + ".i8")
+        let original = try weights.interpreter.constant(wname + ".i8")
         var source: LanguageModel?
         if eval || out != nil || outDir != nil {
             let lm = try LanguageModel(path: model, precision: eval ? .int : .fp32)
@@ -198,8 +197,9 @@ struct Run: ParsableCommand {
                                 outDir: outDir, gguf: source?.gguf, report: report)
         try loop.run(
             edit: { i, progress in
-                try EditRunner(interpreter: interp, program: p.program(i), settings: p.settings, config: p.config,
-                               embed: p.embed, padID: p.tokenizer.eosID ?? 0).run(weights: weights, progress: progress)
+                weights.interpreter = try p.interpreter(i, after: weights.interpreter)
+                return try EditRunner(interpreter: weights.interpreter, program: p.program(i), settings: p.settings, config: p.config,
+                                      embed: p.embed, padID: p.tokenizer.eosID ?? 0).run(weights: weights, progress: progress)
             },
             applied: { o in if eval { try source!.replaceWeight(o.weightName, o.editedWeight) } },
             undo: {

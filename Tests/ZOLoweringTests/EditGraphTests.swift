@@ -151,7 +151,10 @@ final class EditPlanTests: XCTestCase {
         XCTAssertEqual(plan.requests[0].prompt, request.prompt)
         XCTAssertEqual(plan.requests[0].locality, request.locality)
         XCTAssertEqual(plan.requests[0].rephrasePrompts, request.rephrasePrompts)
-        let interp = try Interpreter(module: plan.artifact.module)
+        // The plan's module holds edit 0's prefix function only; each edit's functions come from their segment.
+        XCTAssertEqual(plan.artifact.module.functions.count, 1)
+        let interp = try plan.interpreter(0, after: Interpreter(module: plan.artifact.module))
+        XCTAssertEqual(interp.module.functions.count, 3)
         let fromPlan = try EditRunner(interpreter: interp, program: plan.program(0), settings: plan.settings, config: plan.config,
                                       embed: plan.embed, padID: plan.tokenizer.eosID ?? 0).run(weights: PlanWeights(plan: plan, interpreter: interp))
 
