@@ -35,7 +35,15 @@ public final class Interpreter {
     public init(module: Module, constantsFrom other: Interpreter? = nil) throws {
         try Verifier.verify(module)
         self.module = module
-        if let o = other { constants = o.constants }
+        if let o = other {
+            // Only the constants this module's ops name: a chain of interpreters (one per edit of a
+            // plan) does not accumulate earlier edits' tables. Others materialize again if asked for.
+            var used = Set<String>()
+            for f in module.functions {
+                for op in f.ops where op.kind == .constant { if case let .symbol(n)? = op.attributes["name"] { used.insert(n) } }
+            }
+            constants = o.constants.filter { used.contains($0.key) }
+        }
     }
 
     /// The data of a constant, materialized (e.g. dequantized) on first use and kept.

@@ -257,6 +257,8 @@ struct EditLoop {
                 ("record", .number(Double(firstRecord + i))), ("steps", .number(Double(o.steps))), ("evaluations", .number(Double(o.evaluations))),
                 ("stopped_early", .bool(o.stoppedEarly)), ("seconds", .number(o.seconds)), ("clipped_weights", .number(Double(o.clippedWeights))),
                 ("min_target_probability", .number(o.minTargetProbability)), ("min_target_probability_after_update", .number(o.minTargetProbabilityAfterUpdate)),
+                // The process's peak resident memory so far and its resident memory now (bytes), to see where memory goes.
+                ("peak_rss_bytes", .number(Double(ProcessStats.peakRSS() ?? 0))), ("rss_bytes", .number(Double(ProcessStats.currentRSS() ?? 0))),
             ]
             if let b = before?.0 { row.append(("before", b.json)) }
             if let a = after { row.append(("after", a.json)) }
