@@ -5,6 +5,7 @@
 public enum OpKind: String, CaseIterable, Hashable, Sendable {
     case constant
     case fullyConnected = "fully_connected"
+    case blockFullyConnected = "block_fully_connected"
     case matmul
     case add, sub, mul
     case scale
@@ -197,6 +198,29 @@ public enum OpCatalog {
                 throw OpTypeError("integer fully_connected takes x i16/i8, w i8 (and bias i64), got \(ops.map(\.dtype.rawValue))")
             }
             return TensorType(.i64, shape)
+        })
+
+        add(OpSpec(kind: .blockFullyConnected, operands: .exactly(4), attributes: [AttrSpec(name: "block", kind: .int, required: true)],
+                   profiles: npu,
+                   doc: """
+                   Block-scaled weights (GGUF's Q4_1/Q8_0 blocks, held exactly): the K inputs fall in blocks of B = `block` \
+                   (1 ≤ B ≤ 512, B divides K); y[..., n] = Σ_b scale[n, b] · Σ_{k∈b} x[..., k] · w[n, k] + offset[n, b] · Σ_{k∈b} x[..., k]. \
+                   x i16 (or i8), w i8 [N, K], scale and offset i16 [N, K/B]; y is the exact i64 sum (each block's \
+                   Σ x·w fits in i32).
+                   """) { ops, at in
+            let x = ops[0], w = ops[1], b = try at.int("block")
+            guard w.rank == 2, x.rank >= 1, x.shape.last == w.shape[1] else {
+                throw OpTypeError("x \(x.shape) and w \(w.shape) do not fit: need x[..., K] and w[N, K]")
+            }
+            let k = w.shape[1]
+            guard (1...512).contains(b), k % b == 0 else { throw OpTypeError("block \(b) must lie in 1...512 and divide K = \(k)") }
+            for (i, name) in [(2, "scale"), (3, "offset")] where ops[i].shape != [w.shape[0], k / b] || ops[i].dtype != .i16 {
+                throw OpTypeError("\(name) must be i16 [\(w.shape[0]), \(k / b)], got \(ops[i].dtype.rawValue) \(ops[i].shape)")
+            }
+            guard x.dtype == .i16 || x.dtype == .i8, w.dtype == .i8 else {
+                throw OpTypeError("block_fully_connected takes x i16/i8 and w i8, got \(x.dtype.rawValue) and \(w.dtype.rawValue)")
+            }
+            return TensorType(.i64, Array(x.shape.dropLast()) + [w.shape[0]])
         })
 
         add(OpSpec(kind: .matmul, operands: .exactly(2), attributes: [AttrSpec(name: "transpose_b", kind: .bool, required: false)],

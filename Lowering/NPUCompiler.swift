@@ -10,7 +10,7 @@ public final class NPUCompiler {
     public let tokenizer: Tokenizer
     public private(set) var calibration = CalibrationTable()
     public let rule: ClipRule
-    let weights = WeightCache()
+    let weights: WeightCache
     /// Calibrated ranges of the decomposed calibration function's ops, in order, by location.
     public private(set) var opRanges: [String: [(kind: OpKind, range: Double)]] = [:]
 
@@ -37,7 +37,9 @@ public final class NPUCompiler {
     /// The calibrated range of the residual stream after the last block.
     public var finalResidualRange: Double? { blockOutputRange(layer: importer.config.layers - 1) }
 
-    public init(importer: LlamaImporter, tokenizer: Tokenizer, samples: [String] = CalibrationText.samples, rule: ClipRule = .max) throws {
+    public init(importer: LlamaImporter, tokenizer: Tokenizer, samples: [String] = CalibrationText.samples, rule: ClipRule = .max,
+                weightForm: WeightForm = .blocks) throws {
+        weights = WeightCache(form: weightForm)
         self.importer = importer
         self.tokenizer = tokenizer
         self.rule = rule

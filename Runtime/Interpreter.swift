@@ -86,7 +86,7 @@ public final class Interpreter {
         for op in f.ops { for o in op.operands { uses[o] += 1 } }
         var fused: [Int: Int] = [:]
         let n = f.params.count
-        for (i, op) in f.ops.enumerated() where op.kind == .fullyConnected && op.type.dtype == .i64 && op.operands.count == 2 {
+        for (i, op) in f.ops.enumerated() where (op.kind == .fullyConnected && op.type.dtype == .i64 && op.operands.count == 2) || op.kind == .blockFullyConnected {
             let id = n + i, c = last[id]
             guard uses[id] == 1, !isResult[id], c > i, f.ops[c].kind == .rescale, f.ops[c].operands.first == id,
                   [DType.i16, .i32].contains(f.ops[c].type.dtype),
@@ -127,7 +127,7 @@ public final class Interpreter {
                 } else if observe == nil, let c = p.fusedRescale[i] {
                     values[n + c] = try fullyConnectedRescaled(op, f.ops[c], in: f, op.operands.map { values[$0]! }, op.operands.map { f.type(of: $0) })
                     done.insert(c)
-                    kind = "fully_connected+rescale \(f.ops[c].type.dtype.rawValue)"
+                    kind = "\(op.kind.rawValue)+rescale \(f.ops[c].type.dtype.rawValue)"
                 } else {
                     values[id] = try execute(op, op.operands.map { values[$0]! }, op.operands.map { f.type(of: $0) })
                     if let o = observe { o(id, values[id]!) }
@@ -160,6 +160,13 @@ public final class Interpreter {
         let (m, sh) = rescale.operands.count == 3 ? (try constantOperand(1), try constantOperand(2)) : ([try at.int("multiplier")], [try at.int("shift")])
         guard sh.allSatisfy({ (0...62).contains($0) }) else { throw KernelError("rescale shifts must lie in 0...62") }
         let input = try IntKernels.int16s(x[0])
+        if fc.kind == .blockFullyConnected {
+            return try IntKernels.withInt8s(x[1]) {
+                try IntKernels.blockFullyConnected(input, rows: t[0].elementCount / k, k: k, $0, scale: try IntKernels.int16s(x[2]),
+                                                   offset: try IntKernels.int16s(x[3]), block: try AttrReader(fc.attributes).int("block"), n: n,
+                                                   multipliers: m, shifts: sh, out: rescale.type.dtype)
+            }
+        }
         return try IntKernels.withInt8s(x[1]) {
             IntKernels.fullyConnectedRescaled(input, rows: t[0].elementCount / k, k: k, $0, n: n, bias: nil, multipliers: m, shifts: sh,
                                               out: rescale.type.dtype)
@@ -181,6 +188,13 @@ public final class Interpreter {
             let bias = x.count > 2 ? IntKernels.widen(x[2]) : nil
             let input = try IntKernels.int16s(x[0])
             return .i64(try IntKernels.withInt8s(x[1]) { IntKernels.fullyConnected(input, rows: t[0].elementCount / k, k: k, $0, n: n, bias: bias) })
+        case .blockFullyConnected:
+            let k = t[1].shape[1], n = t[1].shape[0]
+            let input = try IntKernels.int16s(x[0])
+            return try IntKernels.withInt8s(x[1]) {
+                try IntKernels.blockFullyConnected(input, rows: t[0].elementCount / k, k: k, $0, scale: try IntKernels.int16s(x[2]),
+                                                   offset: try IntKernels.int16s(x[3]), block: try at.int("block"), n: n)
+            }
         case .matmul:
             let tb = at.bool("transpose_b", default: false)
             if isFloat { return .f32(FloatKernels.matmul(try f32(x[0]), t[0], try f32(x[1]), t[1], transposeB: tb, out: op.type, pool: &pool)) }

@@ -169,6 +169,7 @@ public final class ZOEditor {
         guard (0..<model.config.layers).contains(settings.layer) else {
             throw RuntimeError.badRequest("layer \(settings.layer) is outside 0..<\(model.config.layers)")
         }
+        try model.makeEditable("blk.\(settings.layer).ffn_down.weight")
         self.model = model
         self.settings = settings
         prefixes = try contextPrefixes()

@@ -24,9 +24,12 @@ public final class LanguageModel: CausalLM {
 
     /// How calibration chooses ranges for the int path.
     public let clipRule: ClipRule
+    /// How the int path lowers the weights.
+    public let weightForm: WeightForm
 
-    public init(path: String, precision: Precision = .fp32, clipRule: ClipRule = .max) throws {
+    public init(path: String, precision: Precision = .fp32, clipRule: ClipRule = .max, weightForm: WeightForm = .blocks) throws {
         self.clipRule = clipRule
+        self.weightForm = weightForm
         gguf = try GGUFFile(path: path)
         importer = try LlamaImporter(gguf: gguf)
         config = importer.config
@@ -37,7 +40,7 @@ public final class LanguageModel: CausalLM {
     /// The npu compiler (calibrates on first use).
     public func npuCompiler() throws -> NPUCompiler {
         if let c = compiler { return c }
-        let c = try NPUCompiler(importer: importer, tokenizer: tokenizer, rule: clipRule)
+        let c = try NPUCompiler(importer: importer, tokenizer: tokenizer, rule: clipRule, weightForm: weightForm)
         compiler = c
         return c
     }
@@ -168,6 +171,14 @@ extension LanguageModel {
         for i in also where i.module.constant(qname) != nil { try i.replaceConstant(qname, data) }
         editedWeights[name] = w
         return clipped
+    }
+
+    /// Lowers weight `name` (and so layer `l`'s ffn_down an edit rewrites) in the per-channel int8
+    /// form `replaceWeight` and `restoreWeight` work on; int graphs lowered before with its block
+    /// form are dropped (lowered again on next use).
+    public func makeEditable(_ name: String) throws {
+        guard let blocked = try npuCompiler().weights.keepPerChannel(name) else { return }
+        npuForwards = npuForwards.filter { $0.value.interpreter.module.constant(blocked) == nil }
     }
 
     /// The int8 form of weight `name` in the lowered graphs (to undo an edit with `restoreWeight`).

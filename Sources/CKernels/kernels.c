@@ -1,5 +1,6 @@
 #include "ckernels.h"
 #include <stddef.h>
+#include <stdlib.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
@@ -165,6 +166,128 @@ void zo_fc_rescale_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, in
                           const int64_t *m, const int32_t *s, int width, int out_bits, void *y) {
     fc_out o = {NULL, y, m, s, width, out_bits};
     fc(x, rows, k, w, n, j0, j1, bias, &o);
+}
+
+// block_fully_connected. Within a block the sum of x·w fits in int32 (|x·w| <= 2^22, block <= 512);
+// it is multiplied by the block's scale in int64, and the block's offset multiplies the sum of x
+// over the block (int32: |x| <= 2^15).
+static inline void block_sums(const int16_t *xr, int k, int block, int32_t *sums) {
+    for (int b = 0; b < k / block; b++) {
+        const int16_t *p = xr + (size_t)b * block;
+        int32_t t = 0;
+        for (int i = 0; i < block; i++) t += p[i];
+        sums[b] = t;
+    }
+}
+
+static inline int64_t block_offsets(const int16_t *offset, const int32_t *sums, int kb) {
+    int64_t t = 0;
+    for (int b = 0; b < kb; b++) t += (int64_t)offset[b] * sums[b];
+    return t;
+}
+
+static void block_fc_portable_rows(const int16_t *x, int r0, int r1, int k, const int8_t *w, const int16_t *scale,
+                                   const int16_t *offset, int block, int n, int j0, int j1, int32_t *sums, const fc_out *out) {
+    const int kb = k / block;
+    for (int r = r0; r < r1; r++) {
+        const int16_t *xr = x + (size_t)r * k;
+        block_sums(xr, k, block, sums);
+        for (int j = j0; j < j1; j++) {
+            const int8_t *wj = w + (size_t)j * k;
+            const int16_t *sj = scale + (size_t)j * kb;
+            int64_t total = block_offsets(offset + (size_t)j * kb, sums, kb);
+            for (int b = 0; b < kb; b++) {
+                int32_t acc = 0;
+                for (int i = b * block; i < (b + 1) * block; i++) acc += (int32_t)xr[i] * (int32_t)wj[i];
+                total += (int64_t)sj[b] * acc;
+            }
+            emit(out, (size_t)r * n + j, j, total);
+        }
+    }
+}
+
+#if defined(__x86_64__)
+// 4 rows × 2 outputs as in fc_avx2; at the end of each block the 8 int32 accumulators are
+// summed across lanes (hadd) and multiplied by the block scales into int64 totals.
+__attribute__((target("avx2")))
+static void block_fc_avx2(const int16_t *x, int rows, int k, const int8_t *w, const int16_t *scale, const int16_t *offset,
+                          int block, int n, int j0, int j1, int32_t *sums, const fc_out *out) {
+    const int kb = k / block;
+    int r = 0;
+    for (; r + 4 <= rows; r += 4) {
+        const int16_t *x0 = x + (size_t)r * k, *x1 = x0 + k, *x2 = x1 + k, *x3 = x2 + k;
+        for (int q = 0; q < 4; q++) block_sums(x0 + (size_t)q * k, k, block, sums + (size_t)q * kb);
+        int j = j0;
+        for (; j + 2 <= j1; j += 2) {
+            const int8_t *wa = w + (size_t)j * k, *wb = wa + k;
+            const int16_t *sa = scale + (size_t)j * kb, *sb = sa + kb;
+            __m256i ta = _mm256_setzero_si256(), tb = ta;
+            for (int b = 0; b < kb; b++) {
+                __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+                for (int i = b * block, e = i + block; i < e; i += 16) {
+                    __m256i va = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wa + i)));
+                    __m256i vb = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wb + i)));
+                    __m256i v0 = _mm256_loadu_si256((const __m256i *)(x0 + i));
+                    __m256i v1 = _mm256_loadu_si256((const __m256i *)(x1 + i));
+                    __m256i v2 = _mm256_loadu_si256((const __m256i *)(x2 + i));
+                    __m256i v3 = _mm256_loadu_si256((const __m256i *)(x3 + i));
+                    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(v0, va));
+                    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(v1, va));
+                    a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(v2, va));
+                    a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(v3, va));
+                    b0 = _mm256_add_epi32(b0, _mm256_madd_epi16(v0, vb));
+                    b1 = _mm256_add_epi32(b1, _mm256_madd_epi16(v1, vb));
+                    b2 = _mm256_add_epi32(b2, _mm256_madd_epi16(v2, vb));
+                    b3 = _mm256_add_epi32(b3, _mm256_madd_epi16(v3, vb));
+                }
+                // Lane i of ha (hb): the block sum of row i for output j (j + 1).
+                __m256i ha = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
+                __m256i hb = _mm256_hadd_epi32(_mm256_hadd_epi32(b0, b1), _mm256_hadd_epi32(b2, b3));
+                __m128i suma = _mm_add_epi32(_mm256_castsi256_si128(ha), _mm256_extracti128_si256(ha, 1));
+                __m128i sumb = _mm_add_epi32(_mm256_castsi256_si128(hb), _mm256_extracti128_si256(hb, 1));
+                ta = _mm256_add_epi64(ta, _mm256_mul_epi32(_mm256_cvtepi32_epi64(suma), _mm256_set1_epi64x(sa[b])));
+                tb = _mm256_add_epi64(tb, _mm256_mul_epi32(_mm256_cvtepi32_epi64(sumb), _mm256_set1_epi64x(sb[b])));
+            }
+            int64_t t[8];
+            _mm256_storeu_si256((__m256i *)t, ta);
+            _mm256_storeu_si256((__m256i *)(t + 4), tb);
+            const int16_t *oa = offset + (size_t)j * kb, *ob = oa + kb;
+            for (int q = 0; q < 4; q++) {
+                const int32_t *sq = sums + (size_t)q * kb;
+                emit(out, (size_t)(r + q) * n + j, j, t[q] + block_offsets(oa, sq, kb));
+                emit(out, (size_t)(r + q) * n + j + 1, j + 1, t[4 + q] + block_offsets(ob, sq, kb));
+            }
+        }
+        if (j < j1) block_fc_portable_rows(x, r, r + 4, k, w, scale, offset, block, n, j, j1, sums, out);
+    }
+    if (r < rows) block_fc_portable_rows(x, r, rows, k, w, scale, offset, block, n, j0, j1, sums, out);
+}
+#endif
+
+static int block_fc(const int16_t *x, int rows, int k, const int8_t *w, const int16_t *scale, const int16_t *offset, int block,
+                    int n, int j0, int j1, const fc_out *o) {
+    if (block < 1 || block > 512 || k % block != 0) return -1;
+    int32_t *sums = malloc(sizeof(int32_t) * 4 * (size_t)(k / block));
+    if (!sums) return -1;
+#if defined(__x86_64__)
+    if (zo_has_avx2() && block % 16 == 0) block_fc_avx2(x, rows, k, w, scale, offset, block, n, j0, j1, sums, o);
+    else
+#endif
+        block_fc_portable_rows(x, 0, rows, k, w, scale, offset, block, n, j0, j1, sums, o);
+    free(sums);
+    return 0;
+}
+
+int zo_block_fc_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, const int16_t *scale, const int16_t *offset, int block,
+                       int n, int j0, int j1, int64_t *out) {
+    fc_out o = {out, NULL, NULL, NULL, 1, 64};
+    return block_fc(x, rows, k, w, scale, offset, block, n, j0, j1, &o);
+}
+
+int zo_block_fc_rescale_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, const int16_t *scale, const int16_t *offset,
+                               int block, int n, int j0, int j1, const int64_t *m, const int32_t *s, int width, int out_bits, void *y) {
+    fc_out o = {NULL, y, m, s, width, out_bits};
+    return block_fc(x, rows, k, w, scale, offset, block, n, j0, j1, &o);
 }
 
 static inline int64_t rescale_one(int64_t x, int64_t m, int s) {

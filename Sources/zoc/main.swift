@@ -90,6 +90,8 @@ struct Lower: ParsableCommand {
     @Argument(help: "The model file (GGUF).") var model: String
     @Option(help: "Static sequence length of the forward function.") var seqLen: Int = 16
     @Option(help: "Calibration clipping rule: percentile (MobiEdit's) or max.") var clip: ClipRule = .max
+    @Option(help: "Weights: blocks (GGUF's blocks held exactly, block_fully_connected) or per-channel (int8 per output channel).")
+    var weights: WeightForm = .blocks
     @Flag(help: "Print the IR after every pass (to stderr).") var printAfterAll = false
     @Option(name: [.customShort("o"), .long], help: "Write here instead of stdout: a .zo artifact if the name ends in .zo, else IR text.") var output: String?
 
@@ -99,13 +101,13 @@ struct Lower: ParsableCommand {
         let gguf = try GGUFFile(path: model)
         let tokenizer = try Tokenizer(gguf: gguf)
         let importer = try LlamaImporter(gguf: gguf)
-        let compiler = try NPUCompiler(importer: importer, tokenizer: tokenizer, rule: clip)
+        let compiler = try NPUCompiler(importer: importer, tokenizer: tokenizer, rule: clip, weightForm: weights)
         let m = try compiler.lower("forward", ForwardShape(seqLen: seqLen)) { pass, m in
             if printAfterAll { FileHandle.standardError.write(Data("// ----- after \(pass.name) -----\n\(IRPrinter.print(m))".utf8)) }
         }
         if let out = output, out.hasSuffix(".zo") {
             let bytes = try ArtifactBuilder.build(module: m, entry: "forward", gguf: gguf, tokenizer: tokenizer, config: importer.config,
-                                                  settings: ["seq_len": .int(seqLen), "clip": .string(clip.rawValue),
+                                                  settings: ["seq_len": .int(seqLen), "clip": .string(clip.rawValue), "weights": .string(weights.rawValue),
                                                              "pipeline": .string(PassManager.standardPipelineNames.joined(separator: ","))])
             try writeAtomically(Data(bytes), to: out, inputs: [model])
         } else {
@@ -136,7 +138,7 @@ struct Compile: ParsableCommand {
         let requests = try EditRequests.load(path: edits)
         guard from >= 0, from < requests.count else { throw CLIError("\(edits): has \(requests.count) records; --from \(from) is outside") }
         let batch = Array(requests[from..<min(requests.count, from + (count ?? requests.count))])
-        let editor = try ZOEditor(model: LanguageModel(path: model, precision: .int), settings: options.settings)
+        let editor = try ZOEditor(model: LanguageModel(path: model, precision: .int, weightForm: .editing), settings: options.settings)
         let bytes = try EditPlan.build(editor: editor, requests: batch) { i in
             FileHandle.standardError.write(Data("compiled edit \(i)/\(batch.count)\n".utf8))
         }
@@ -168,6 +170,7 @@ struct Inspect: ParsableCommand {
 
 extension Profile: ExpressibleByArgument {}
 extension ClipRule: ExpressibleByArgument {}
+extension WeightForm: ExpressibleByArgument {}
 
 struct CLIError: Error, CustomStringConvertible {
     let description: String

@@ -20,6 +20,8 @@ struct ModelOption: ParsableArguments {
     var precision: LanguageModel.Precision = .fp32
     @Option(help: "With --precision int: the calibration clipping rule (max or percentile).")
     var clip: ClipRule = .max
+    @Option(help: "With --precision int: blocks (GGUF's weight blocks held exactly) or per-channel (int8 per output channel).")
+    var weights: WeightForm = .blocks
     @Option(help: "Run a compiled .zo artifact (zoc lower -o FILE.zo) instead of --model; always the int path.")
     var artifact: String?
     @Flag(help: "With --artifact: skip the segment checksums.")
@@ -27,7 +29,7 @@ struct ModelOption: ParsableArguments {
 
     func load() throws -> CausalLM {
         if let a = artifact { return try ArtifactModel(path: a, verifyChecksums: !noVerify) }
-        return try LanguageModel(path: model, precision: precision, clipRule: clip)
+        return try LanguageModel(path: model, precision: precision, clipRule: clip, weightForm: weights)
     }
 
     /// The file the tokens come from, named in errors and never overwritten.
@@ -36,6 +38,7 @@ struct ModelOption: ParsableArguments {
 
 extension LanguageModel.Precision: ExpressibleByArgument {}
 extension ClipRule: ExpressibleByArgument {}
+extension WeightForm: ExpressibleByArgument {}
 
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Greedy generation with a KV cache; tokens stream to stdout.")
@@ -151,7 +154,7 @@ struct Edit: ParsableCommand {
     func run() throws {
         let requests = try EditRequests.load(path: edits)
         guard from >= 0, from < requests.count else { throw CLIError("\(edits): has \(requests.count) records; --from \(from) is outside") }
-        let lm = try LanguageModel(path: model, precision: .int)
+        let lm = try LanguageModel(path: model, precision: .int, weightForm: .editing)
         let editor = try ZOEditor(model: lm, settings: options.settings)
         let batch = Array(requests[from..<min(requests.count, from + count)])
         let wname = "blk.\(options.layer).ffn_down.weight"
@@ -186,7 +189,7 @@ struct Run: ParsableCommand {
         let original = try weights.interpreter.constant(wname + ".i8")
         var source: LanguageModel?
         if eval || out != nil || outDir != nil {
-            let lm = try LanguageModel(path: model, precision: eval ? .int : .fp32)
+            let lm = try LanguageModel(path: model, precision: eval ? .int : .fp32, weightForm: .editing)
             guard SHA256.hex(lm.gguf.file.bytes) == p.artifact.manifest.provenance.sha256 else {
                 throw CLIError("\(model) is not the model \(plan) was compiled from (\(p.artifact.manifest.provenance.fileName), sha256 \(p.artifact.manifest.provenance.sha256))")
             }

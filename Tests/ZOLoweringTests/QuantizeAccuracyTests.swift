@@ -9,8 +9,8 @@ final class QuantizeAccuracyTests: XCTestCase {
     /// Builds `body` as a float function, lowers it (decompose, calibrate on seeded inputs,
     /// quantize, legalize), runs both on the calibration input, returns the worst error relative
     /// to the output's range.
-    func lowerAndCompare(_ params: [(String, TensorType)], constants: [(String, TensorType, [Float])] = [],
-                         _ body: (FunctionBuilder, [Value]) throws -> Value, file: StaticString = #filePath, line: UInt = #line) throws -> Double {
+    func lowerAndCompare(_ params: [(String, TensorType)], constants: [(String, TensorType, [Float])] = [], weights: WeightCache? = nil,
+                         ops: ((Function) -> Void)? = nil, _ body: (FunctionBuilder, [Value]) throws -> Value, file: StaticString = #filePath, line: UInt = #line) throws -> Double {
         let mb = ModuleBuilder(name: "t")
         for (n, t, d) in constants { mb.declareConstant(n, t, .data(.f32(d))) }
         let f = FunctionBuilder("f", in: mb)
@@ -19,9 +19,10 @@ final class QuantizeAccuracyTests: XCTestCase {
         f.finish()
         let float = mb.module
         let input = CalibratePass.syntheticInputs(float.function("f")!)
-        let lowered = try PassManager([DecomposePass(), CalibratePass(inputs: ["f": [input]]), QuantizePass(), FoldConstantsPass(), DCEPass(), LegalizeNPUPass()]).run(float)
+        let lowered = try PassManager([DecomposePass(), CalibratePass(inputs: ["f": [input]]), QuantizePass(cache: weights), FoldConstantsPass(), DCEPass(), LegalizeNPUPass()]).run(float)
         let want = try Interpreter(module: float).run("f", input)
         let lf = lowered.function("f")!
+        ops?(lf)
         var qin: [String: TensorData] = [:]
         for p in lf.params {
             guard case let .f32(a)? = input[p.name], case let .perTensor(s, _)? = p.type.quant else { continue }
@@ -41,6 +42,40 @@ final class QuantizeAccuracyTests: XCTestCase {
             try f.emit(.fullyConnected, [p[0], f.constant("w")])
         }
         XCTAssertLessThan(e, 2e-2, "fully_connected")
+    }
+
+    /// K a multiple of 32: blocks. Weights that are GGUF Q4_1 blocks (each block 16 levels
+    /// lo + j · step) are held exactly, so only the activations' i16 grids remain; per channel,
+    /// int8 rounds them. Weights on no grid get symmetric 8-bit blocks.
+    func testBlockWeightsHoldQ4GridsExactly() throws {
+        var rng = SplitMix64(seed: 2)
+        let n = 8, k = 64
+        var grid = [Float](), normal = [Float]()
+        for _ in 0..<(n * k / 32) {
+            let step = Float(0.01 + abs(rng.normal()) * 0.05), lo = Float(-8 * Double(step) + rng.normal() * 0.01)
+            var levels = (0..<32).map { _ in Float(Int.random(in: 0...15, using: &rng)) }
+            levels[0] = 0; levels[1] = 15  // the block's minimum and maximum, as Q4_1 blocks have
+            grid += levels.map { lo + $0 * step }
+        }
+        for _ in 0..<(n * k) { normal.append(Float(rng.normal())) }
+        for (w, name) in [(grid, "Q4_1 grid"), (normal, "normal")] {
+            var kinds: [OpKind] = []
+            let blocked = try lowerAndCompare([("x", .f32([4, k]))], constants: [("w", .f32([n, k]), w)], ops: { kinds = $0.ops.map(\.kind) }) { f, p in
+                try f.emit(.fullyConnected, [p[0], f.constant("w")])
+            }
+            XCTAssertTrue(kinds.contains(.blockFullyConnected) && !kinds.contains(.fullyConnected), "\(name): \(kinds)")
+            let perChannel = try lowerAndCompare([("x", .f32([4, k]))], constants: [("w", .f32([n, k]), w)], weights: WeightCache(form: .perChannel)) { f, p in
+                try f.emit(.fullyConnected, [p[0], f.constant("w")])
+            }
+            if w == grid {
+                XCTAssertLessThan(blocked, 2e-4, "\(name): blocks")
+                XCTAssertLessThan(blocked * 4, perChannel, "\(name): blocks \(blocked), per channel \(perChannel)")
+            } else {
+                // 8 bits per block of 32 against 8 bits per row of 64: alike.
+                XCTAssertLessThan(blocked, 1e-2, "\(name): blocks")
+                XCTAssertLessThan(blocked, perChannel * 1.5, "\(name): blocks \(blocked), per channel \(perChannel)")
+            }
+        }
     }
 
     func testRMSNorm() throws {

@@ -71,6 +71,49 @@ final class IntKernelTests: XCTestCase {
         XCTAssertEqual(big, [Int64(32768 * 127 * 1536)])
     }
 
+    /// The oracle of block_fully_connected at [r, j]: Σ_b scale·Σ x·w + offset·Σ x, in Int128.
+    func blockOracle(_ x: [Int16], _ w: [Int8], _ sc: [Int16], _ of: [Int16], r: Int, j: Int, k: Int, block: Int) -> Int128 {
+        var total = Int128(0)
+        for b in 0..<(k / block) {
+            var dot = Int128(0), sum = Int128(0)
+            for c in b * block..<(b + 1) * block { dot += Int128(x[r * k + c]) * Int128(w[j * k + c]); sum += Int128(x[r * k + c]) }
+            total += Int128(sc[j * (k / block) + b]) * dot + Int128(of[j * (k / block) + b]) * sum
+        }
+        return total
+    }
+
+    func testBlockFullyConnectedIsExact() throws {
+        // 4-row groups and leftover rows, odd output counts, the portable path (block 8: not a
+        // multiple of 16), blocks of 32 and 512, and the split of outputs between threads.
+        for (rows, k, n, block) in [(5, 64, 3, 32), (9, 96, 7, 8), (4, 1024, 5, 512), (6, 576, 1024, 32)] {
+            let kb = k / block
+            let x = i16s(rows * k), w = i8s(n * k), sc = i16s(n * kb), of = i16s(n * kb)
+            let y = ints(try run(.blockFullyConnected, [(TensorType(.i16, [rows, k]), .i16(x))],
+                                 consts: [(TensorType(.i8, [n, k]), .i8(w)), (TensorType(.i16, [n, kb]), .i16(sc)), (TensorType(.i16, [n, kb]), .i16(of))],
+                                 ["block": .int(block)]))
+            for r in 0..<rows { for j in 0..<n {
+                XCTAssertEqual(Int128(y[r * n + j]), blockOracle(x, w, sc, of, r: r, j: j, k: k, block: block), "rows \(rows) k \(k) n \(n) block \(block) at [\(r), \(j)]")
+            } }
+        }
+        // Every operand at its extreme: each block's Σ x·w is 512 · 2^15 · 127 (near 2^31), times
+        // −32768, and the offsets' Σ x; over 4 blocks the total needs 50 bits.
+        let k = 2048, block = 512
+        let y = ints(try run(.blockFullyConnected, [(TensorType(.i16, [4, k]), .i16(Array(repeating: .min, count: 4 * k)))],
+                             consts: [(TensorType(.i8, [2, k]), .i8(Array(repeating: -127, count: 2 * k))),
+                                      (TensorType(.i16, [2, 4]), .i16(Array(repeating: .min, count: 8))),
+                                      (TensorType(.i16, [2, 4]), .i16(Array(repeating: .max, count: 8)))], ["block": .int(block)]))
+        let one = Int64(-32768) * (Int64(512) * 32768 * 127) + Int64(32767) * (Int64(512) * -32768)
+        XCTAssertEqual(y, Array(repeating: 4 * one, count: 8))
+    }
+
+    func testBlockFullyConnectedRefusesABlockThatDoesNotDivideK() {
+        XCTAssertThrowsError(try run(.blockFullyConnected, [(TensorType(.i16, [1, 48]), .i16(i16s(48)))],
+                                     consts: [(TensorType(.i8, [2, 48]), .i8(i8s(96))), (TensorType(.i16, [2, 1]), .i16([1, 1])), (TensorType(.i16, [2, 1]), .i16([0, 0]))],
+                                     ["block": .int(32)])) { e in
+            XCTAssertTrue("\(e)".contains("block 32"), "\(e)")
+        }
+    }
+
     func testMatmulIsExactInBothLayouts() throws {
         let a = i16s(2 * 3 * 9), b = i16s(2 * 9 * 4)
         for tb in [false, true] {
@@ -167,6 +210,36 @@ final class IntKernelTests: XCTestCase {
                 for i in 0..<k { dot += Int128(x[r * k + i]) * Int128(w[j * k + i]) }
                 let c = perChannel ? j : 0
                 XCTAssertEqual(ints(apart)[r * n + j], sat(oracleRound(dot * Int128(m[c]), Int(sh[c])), out == .i16 ? 16 : 32))
+            }
+        }
+    }
+
+    /// The same for block_fully_connected and its rescale.
+    func testBlockFullyConnectedFusedWithItsRescaleMatchesTheTwoOps() throws {
+        for (rows, k, n, out) in [(37, 320, 203, DType.i16), (130, 576, 64, .i32)] {
+            let kb = k / 32
+            let x = i16s(rows * k), w = i8s(n * k), sc = i16s(n * kb), of = i16s(n * kb)
+            let m = (0..<n).map { _ in Int32.random(in: 1...(1 << 30), using: &rng) }
+            let sh = (0..<n).map { _ in Int32.random(in: 30...50, using: &rng) }
+            let mb = ModuleBuilder(name: "k")
+            mb.declareConstant("w", TensorType(.i8, [n, k]), .data(.i8(w)))
+            mb.declareConstant("sc", TensorType(.i16, [n, kb]), .data(.i16(sc)))
+            mb.declareConstant("of", TensorType(.i16, [n, kb]), .data(.i16(of)))
+            mb.declareConstant("m", TensorType(.i32, [n]), .data(.i32(m)))
+            mb.declareConstant("s", TensorType(.i32, [n]), .data(.i32(sh)))
+            let f = FunctionBuilder("f", in: mb)
+            let acc = try f.emit(.blockFullyConnected, [f.param("x", TensorType(.i16, [rows, k])), try f.constant("w"), try f.constant("sc"), try f.constant("of")],
+                                 ["block": .int(32)])
+            f.output("y", try f.emit(.rescale, [acc, try f.constant("m"), try f.constant("s")], ["out": .string(out.rawValue)]))
+            f.finish()
+            let interp = try Interpreter(module: mb.module)
+            let fused = try interp.run("f", ["x": .i16(x)])["y"]!
+            let apart = try interp.run("f", ["x": .i16(x)], observe: { _, _ in })["y"]!
+            XCTAssertEqual(fused.dtype, out)
+            XCTAssertTrue(fused == apart, "rows \(rows) k \(k) n \(n): the fused kernel differs from block_fully_connected + rescale")
+            for (r, j) in [(0, 0), (rows - 1, n - 1), (rows / 2, n / 3)] {
+                let dot = blockOracle(x, w, sc, of, r: r, j: j, k: k, block: 32)
+                XCTAssertEqual(ints(apart)[r * n + j], sat(oracleRound(dot * Int128(m[j]), Int(sh[j])), out == .i16 ? 16 : 32))
             }
         }
     }

@@ -6,6 +6,7 @@ import ZOModelIO
 import ZORuntime
 
 extension ClipRule: ExpressibleByArgument {}
+extension WeightForm: ExpressibleByArgument {}
 
 /// zobench: prints speed and memory figures. Each measurement runs in a fresh child process
 /// (so peak RSS belongs to that run alone); the parent prints medians over the runs.
@@ -76,6 +77,7 @@ struct Fidelity: ParsableCommand {
     @Option(help: "The fixtures folder.") var fixtures: String = "../shared/fixtures/smollm2"
     @Option(help: "Calibration clipping rule: percentile or max.") var clip: ClipRule = .max
     @Option(help: "How many of the 16 prompts.") var prompts: Int = 16
+    @Option(help: "Weight form: blocks or per-channel.") var weights: WeightForm = .blocks
 
     struct Case: Decodable { let prompt: String; let ids: [Int] }
     struct Cases: Decodable { let cases: [Case] }
@@ -84,7 +86,7 @@ struct Fidelity: ParsableCommand {
         let cases = try JSONDecoder().decode(Cases.self, from: Data(contentsOf: URL(fileURLWithPath: fixtures + "/logits_fp32.json"))).cases
         let ref = try Data(contentsOf: URL(fileURLWithPath: fixtures + "/last_logprobs_fp32.f32"))
         let llama = try? Data(contentsOf: URL(fileURLWithPath: fixtures + "/last_logprobs_llamacpp.f32"))
-        let lm = try LanguageModel(path: model, precision: .int, clipRule: clip)
+        let lm = try LanguageModel(path: model, precision: .int, clipRule: clip, weightForm: weights)
         let v = lm.config.vocab
         func row(_ d: Data, _ i: Int) -> [Float] {
             d.withUnsafeBytes { b in (0..<v).map { Float(bitPattern: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: (i * v + $0) * 4, as: UInt32.self))) } }
@@ -116,6 +118,7 @@ struct Greedy: ParsableCommand {
     @Option(help: "The model (GGUF).") var model: String = DefaultModel.path
     @Option(help: "The fixtures folder.") var fixtures: String = "../shared/fixtures/smollm2"
     @Option(help: "fp32 or int.") var precision: String = "int"
+    @Option(help: "Weight form of the int path: blocks or per-channel.") var weights: WeightForm = .blocks
 
     struct Case: Decodable { let prompt: String; let ids: [Int]; let greedy_ids: [Int] }
     struct Cases: Decodable { let cases: [Case] }
@@ -123,7 +126,7 @@ struct Greedy: ParsableCommand {
     func run() throws {
         let cases = try JSONDecoder().decode(Cases.self, from: Data(contentsOf: URL(fileURLWithPath: fixtures + "/greedy_fp32.json"))).cases
         guard let p = LanguageModel.Precision(rawValue: precision) else { throw ValidationError("--precision is fp32 or int") }
-        let lm = try LanguageModel(path: model, precision: p)
+        let lm = try LanguageModel(path: model, precision: p, weightForm: weights)
         var same = 0
         for c in cases {
             let t0 = monotonicSeconds()
@@ -145,9 +148,10 @@ struct IntForward: ParsableCommand {
     @Option(help: "The model (GGUF).") var model: String = DefaultModel.path
     @Option(help: "Tokens.") var seqLen: Int = 16
     @Option(help: "Timed runs.") var runs: Int = 5
+    @Option(help: "Weight form: blocks or per-channel.") var weights: WeightForm = .blocks
 
     func run() throws {
-        let lm = try LanguageModel(path: model, precision: .int)
+        let lm = try LanguageModel(path: model, precision: .int, weightForm: weights)
         let ids = Array(repeating: 504, count: seqLen)
         let c = try lm.npuCompiler()
         let m = try c.lower("npu_t\(seqLen)", ForwardShape(seqLen: seqLen))
@@ -250,9 +254,10 @@ struct EditStep: ParsableCommand {
     @Option(help: "Record.") var record: Int = 0
     @Option(help: "Directions q (2q copies).") var directions: Int = EditSettings().directions
     @Option(help: "Timed runs.") var runs: Int = 3
+    @Option(help: "Weight form: blocks or per-channel.") var weights: WeightForm = .editing
 
     func run() throws {
-        let lm = try LanguageModel(path: model, precision: .int)
+        let lm = try LanguageModel(path: model, precision: .int, weightForm: weights)
         var s = EditSettings()
         s.directions = directions
         let editor = try ZOEditor(model: lm, settings: s)
@@ -270,7 +275,7 @@ struct EditStep: ParsableCommand {
         }
         let f = g.interpreter.module.function(g.name)!
         var macs = 0.0
-        for op in f.ops where op.kind == .fullyConnected || op.kind == .matmul {
+        for op in f.ops where [.fullyConnected, .blockFullyConnected, .matmul].contains(op.kind) {
             let a = f.type(of: op.operands[0]).shape, out = op.type.shape
             let k = op.kind == OpKind.matmul && !(op.attributes["transpose_b"].map { $0 == .bool(true) } ?? false)
                 ? f.type(of: op.operands[1]).shape.dropLast().last! : a.last!
