@@ -70,6 +70,10 @@ public struct AttrReader {
         guard case let .int(v)? = attrs[k] else { throw OpTypeError("attribute '\(k)' must be an int") }
         return v
     }
+    public func int(_ k: String, default d: Int) -> Int {
+        if case let .int(v)? = attrs[k] { return v }
+        return d
+    }
     public func ints(_ k: String) throws -> [Int] {
         guard case let .ints(v)? = attrs[k] else { throw OpTypeError("attribute '\(k)' must be an int list") }
         return v
@@ -200,20 +204,24 @@ public enum OpCatalog {
             return TensorType(.i64, shape)
         })
 
-        add(OpSpec(kind: .blockFullyConnected, operands: .exactly(4), attributes: [AttrSpec(name: "block", kind: .int, required: true)],
+        add(OpSpec(kind: .blockFullyConnected, operands: .exactly(4),
+                   attributes: [AttrSpec(name: "block", kind: .int, required: true), AttrSpec(name: "bits", kind: .int, required: false)],
                    profiles: npu,
                    doc: """
                    Block-scaled weights (GGUF's Q4_1/Q8_0 blocks, held exactly): the K inputs fall in blocks of B = `block` \
                    (1 ≤ B ≤ 512, B divides K); y[..., n] = Σ_b scale[n, b] · Σ_{k∈b} x[..., k] · w[n, k] + offset[n, b] · Σ_{k∈b} x[..., k]. \
-                   x i16 (or i8), w i8 [N, K], scale and offset i16 [N, K/B]; y is the exact i64 sum (each block's \
-                   Σ x·w fits in i32).
+                   x i16 (or i8); `bits` 8 (default): w i8 [N, K]; `bits` 4: w i8 [N, K/2] holds levels 0…15, two per byte, \
+                   input 2i in the low nibble (B even). scale and offset i16 [N, K/B]; y is the exact i64 sum (each \
+                   block's Σ x·w fits in i32).
                    """) { ops, at in
-            let x = ops[0], w = ops[1], b = try at.int("block")
-            guard w.rank == 2, x.rank >= 1, x.shape.last == w.shape[1] else {
-                throw OpTypeError("x \(x.shape) and w \(w.shape) do not fit: need x[..., K] and w[N, K]")
+            let x = ops[0], w = ops[1], b = try at.int("block"), bits = at.int("bits", default: 8)
+            guard bits == 8 || bits == 4 else { throw OpTypeError("bits must be 8 or 4, got \(bits)") }
+            guard w.rank == 2, x.rank >= 1, let k = x.shape.last, w.shape[1] * (8 / bits) == k else {
+                throw OpTypeError("x \(x.shape) and w \(w.shape) do not fit: need x[..., K] and w[N, \(bits == 4 ? "K/2" : "K")]")
             }
-            let k = w.shape[1]
-            guard (1...512).contains(b), k % b == 0 else { throw OpTypeError("block \(b) must lie in 1...512 and divide K = \(k)") }
+            guard (1...512).contains(b), k % b == 0, bits == 8 || b % 2 == 0 else {
+                throw OpTypeError("block \(b) must lie in 1...512 and divide K = \(k)\(bits == 4 ? " (and be even with 4 bits)" : "")")
+            }
             for (i, name) in [(2, "scale"), (3, "offset")] where ops[i].shape != [w.shape[0], k / b] || ops[i].dtype != .i16 {
                 throw OpTypeError("\(name) must be i16 [\(w.shape[0]), \(k / b)], got \(ops[i].dtype.rawValue) \(ops[i].shape)")
             }

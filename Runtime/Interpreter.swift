@@ -161,9 +161,10 @@ public final class Interpreter {
         guard sh.allSatisfy({ (0...62).contains($0) }) else { throw KernelError("rescale shifts must lie in 0...62") }
         let input = try IntKernels.int16s(x[0])
         if fc.kind == .blockFullyConnected {
+            let fa = AttrReader(fc.attributes), k = t[0].shape.last!
             return try IntKernels.withInt8s(x[1]) {
-                try IntKernels.blockFullyConnected(input, rows: t[0].elementCount / k, k: k, $0, scale: try IntKernels.int16s(x[2]),
-                                                   offset: try IntKernels.int16s(x[3]), block: try AttrReader(fc.attributes).int("block"), n: n,
+                try IntKernels.blockFullyConnected(input, rows: t[0].elementCount / k, k: k, $0, bits: fa.int("bits", default: 8),
+                                                   scale: try IntKernels.int16s(x[2]), offset: try IntKernels.int16s(x[3]), block: try fa.int("block"), n: n,
                                                    multipliers: m, shifts: sh, out: rescale.type.dtype)
             }
         }
@@ -189,10 +190,10 @@ public final class Interpreter {
             let input = try IntKernels.int16s(x[0])
             return .i64(try IntKernels.withInt8s(x[1]) { IntKernels.fullyConnected(input, rows: t[0].elementCount / k, k: k, $0, n: n, bias: bias) })
         case .blockFullyConnected:
-            let k = t[1].shape[1], n = t[1].shape[0]
+            let k = t[0].shape.last!, n = t[1].shape[0]
             let input = try IntKernels.int16s(x[0])
             return try IntKernels.withInt8s(x[1]) {
-                try IntKernels.blockFullyConnected(input, rows: t[0].elementCount / k, k: k, $0, scale: try IntKernels.int16s(x[2]),
+                try IntKernels.blockFullyConnected(input, rows: t[0].elementCount / k, k: k, $0, bits: at.int("bits", default: 8), scale: try IntKernels.int16s(x[2]),
                                                    offset: try IntKernels.int16s(x[3]), block: try at.int("block"), n: n)
             }
         case .matmul:

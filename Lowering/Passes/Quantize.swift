@@ -90,11 +90,14 @@ public enum WeightForm: String, Sendable, CaseIterable {
 /// + offset[n, b]) for c in block b, input channels scaled by the block's smoothing factor.
 /// Blocks that are a 16-level grid (GGUF Q4_1) keep it exactly (q in 0...15, offset = the block's
 /// minimum); others, Q8_0's included, are symmetric (q in ±127, offset 0), exact when they were
-/// Q8_0. Scale and offset are i16 on the row's grid: within ~1e-4 of the block's own.
+/// Q8_0. Scale and offset are i16 on the row's grid: within ~1e-4 of the block's own. A weight
+/// whose blocks are all grids stores two levels per byte (bits 4).
 struct BlockWeights {
     static let block = 32
     static let suffix = ".b32"
+    /// i8 [n, k], or with bits 4 [n, k/2] (input 2i in the low nibble).
     var q: [Int8]
+    var bits = 8
     var scale: [Int16]
     var offset: [Int16]
     var rowScales: [Double]
@@ -111,15 +114,21 @@ struct BlockWeights {
         var d = [Double](repeating: 0, count: kb), m = d
         var v = [Double](repeating: 0, count: B)
         var levels = [Int](repeating: 0, count: k)
+        var grids = true
         for r in 0..<n {
             for b in 0..<kb {
                 for i in 0..<B { v[i] = Double(w[r * k + b * B + i]) * t[b * B] }
                 let lo = v.min()!, hi = v.max()!, step = (hi - lo) / 15
-                // A 16-level grid: every value within a thousandth of a step of lo + j · step.
-                if step > 0 && v.allSatisfy({ abs(($0 - lo) / step - (($0 - lo) / step).rounded()) < 1e-3 }) {
+                // A 16-level grid: every value within a thousandth of a step of lo + j · step
+                // (a constant block is one level).
+                if step == 0 {
+                    d[b] = 0; m[b] = lo
+                    for i in 0..<B { levels[b * B + i] = 0 }
+                } else if v.allSatisfy({ abs(($0 - lo) / step - (($0 - lo) / step).rounded()) < 1e-3 }) {
                     d[b] = step; m[b] = lo
                     for i in 0..<B { levels[b * B + i] = Int(((v[i] - lo) / step).rounded()) }
                 } else {
+                    grids = false
                     let amax = v.map(abs).max()!
                     d[b] = amax > 0 ? amax / 127 : 0; m[b] = 0
                     for i in 0..<B { levels[b * B + i] = amax > 0 ? Int((v[i] / d[b]).rounded()) : 0 }
@@ -134,6 +143,10 @@ struct BlockWeights {
                 offset[r * kb + b] = Int16((m[b] / sigma).rounded())
             }
             for c in 0..<k { q[r * k + c] = Int8(max(-127, min(127, levels[c]))) }
+        }
+        if grids {
+            bits = 4
+            q = (0..<(n * k / 2)).map { i in Int8(bitPattern: UInt8(q[2 * i]) | UInt8(q[2 * i + 1]) << 4) }
         }
     }
 }
@@ -391,7 +404,11 @@ struct FunctionQuantizer {
             if case let .symbol(cr)? = op.attributes["channel_range"], case let .data(.f32(v))? = module.constantData[cr], v.count == k { a = v }
             let blocked = x.count == 2 && k % BlockWeights.block == 0 && (cache?.form ?? .blocks) == .blocks
                 && !(cache?.perChannel.contains(w.name) ?? false)
-            let (qname, scales, t) = blocked ? try blockWeights(w, channelRange: a) : try int8Weights(w, channelRange: a)
+            let (qname, scales, t, bits): (String, [Double], [Double], Int)
+            if blocked { (qname, scales, t, bits) = try blockWeights(w, channelRange: a) } else {
+                (qname, scales, t) = try int8Weights(w, channelRange: a)
+                bits = 8
+            }
             var xq: QValue
             if let a = a {
                 let v = try operand(x[0])
@@ -412,7 +429,8 @@ struct FunctionQuantizer {
             if blocked {
                 // |Σ_b D·Σ x·q + M·Σ x| ≤ Σ_k |x_k| (|D|·|q| + |M|) < k · 2^15 · 2^23.
                 operands += [try b.constant(qname + ".scale"), try b.constant(qname + ".offset")]
-                acc = QValue(value: try b.emit(.blockFullyConnected, operands, ["block": .int(BlockWeights.block)]), scale: xq.scale,
+                let attributes: [String: Attribute] = bits == 8 ? ["block": .int(BlockWeights.block)] : ["block": .int(BlockWeights.block), "bits": .int(bits)]
+                acc = QValue(value: try b.emit(.blockFullyConnected, operands, attributes), scale: xq.scale,
                              bits: 15 + 23 + Self.bitsFor(k))
             } else {
                 acc = QValue(value: try b.emit(.fullyConnected, operands), scale: xq.scale, bits: 15 + 7 + Self.bitsFor(k) + 1)
@@ -596,8 +614,9 @@ struct FunctionQuantizer {
     /// The weights in block form (`BlockWeights`), declared as constants NAME.b32 (i8 [n, k]) and
     /// NAME.b32.scale / .offset (i16 [n, k/32]), with the smoothing factors of the input channels:
     /// per block, t_b = sqrt(max_{c∈b} a_c / max_{n,c∈b} |w_nc|) (all 1 without ranges), so that
-    /// a block stays on its grid. Returns the constant's name, the row scales and t per channel.
-    mutating func blockWeights(_ w: (name: String, source: ConstantSource, type: TensorType), channelRange a: [Float]?) throws -> (String, [Double], [Double]) {
+    /// a block stays on its grid. Returns the constant's name, the row scales, t per channel and
+    /// the weight bits (8, or 4 when every block is a 16-level grid).
+    mutating func blockWeights(_ w: (name: String, source: ConstantSource, type: TensorType), channelRange a: [Float]?) throws -> (String, [Double], [Double], Int) {
         let n = w.type.shape[0], k = w.type.shape[1], B = BlockWeights.block
         let qname = w.name + BlockWeights.suffix
         let bw: BlockWeights
@@ -619,10 +638,10 @@ struct FunctionQuantizer {
             bw = BlockWeights(data, n: n, k: k, smoothing: t)
             cache?.blocks[qname] = bw
         }
-        out.declareConstant(qname, TensorType(.i8, [n, k]), .data(.i8(bw.q)))
+        out.declareConstant(qname, TensorType(.i8, [n, k * bw.bits / 8]), .data(.i8(bw.q)))
         out.declareConstant(qname + ".scale", TensorType(.i16, [n, k / B]), .data(.i16(bw.scale)))
         out.declareConstant(qname + ".offset", TensorType(.i16, [n, k / B]), .data(.i16(bw.offset)))
-        return (qname, bw.rowScales, bw.smoothing)
+        return (qname, bw.rowScales, bw.smoothing, bw.bits)
     }
 
     func normalizedAxis(_ a: Int, _ rank: Int) -> Int { a < 0 ? a + rank : a }

@@ -96,12 +96,13 @@ enum IntKernels {
     /// block_fully_connected's exact sums (CKernels), raw (`multipliers` nil: i64) or each rescaled
     /// as it is made (then `out` is the rescale's type). Outputs split between the cores as in
     /// `fullyConnected`; every split gives the same integers.
-    static func blockFullyConnected(_ x: [Int16], rows: Int, k: Int, _ wp: UnsafeBufferPointer<Int8>, scale: [Int16], offset: [Int16],
+    static func blockFullyConnected(_ x: [Int16], rows: Int, k: Int, _ wp: UnsafeBufferPointer<Int8>, bits: Int, scale: [Int16], offset: [Int16],
                                     block: Int, n: Int, multipliers: [Int]? = nil, shifts: [Int] = [], out: DType = .i64) throws -> TensorData {
         let m = (multipliers ?? []).map(Int64.init), s = shifts.map(Int32.init)
         let width = m.count > 1 ? n : 1, outBits = out.byteSize * 8
         let parts = rows * n * k >= 1 << 20 ? min(Threads.count, max(1, n / 64)) : 1
-        guard (1...512).contains(block), k % block == 0, scale.count == n * (k / block), offset.count == scale.count else {
+        guard (1...512).contains(block), k % block == 0, bits == 8 || (bits == 4 && block % 2 == 0), wp.count == n * k * bits / 8,
+              scale.count == n * (k / block), offset.count == scale.count else {
             throw KernelError("block \(block) must lie in 1...512 and divide K = \(k), with \(n) × \(k / max(block, 1)) scales and offsets")
         }
         return makeInteger(out, count: rows * n) { y in
@@ -113,9 +114,9 @@ enum IntKernels {
                             let j0 = min(n, p * chunk), j1 = min(n, j0 + chunk)
                             guard j0 < j1 else { return }
                             _ = multipliers == nil
-                                ? zo_block_fc_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, sp.baseAddress, op.baseAddress, Int32(block),
+                                ? zo_block_fc_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, Int32(bits), sp.baseAddress, op.baseAddress, Int32(block),
                                                      Int32(n), Int32(j0), Int32(j1), y.assumingMemoryBound(to: Int64.self))
-                                : zo_block_fc_rescale_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, sp.baseAddress, op.baseAddress,
+                                : zo_block_fc_rescale_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, Int32(bits), sp.baseAddress, op.baseAddress,
                                                              Int32(block), Int32(n), Int32(j0), Int32(j1), m, s, Int32(width), Int32(outBits), y)
                         }
                         if parts == 1 { part(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: part) }

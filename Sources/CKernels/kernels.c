@@ -170,7 +170,8 @@ void zo_fc_rescale_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, in
 
 // block_fully_connected. Within a block the sum of x·w fits in int32 (|x·w| <= 2^22, block <= 512);
 // it is multiplied by the block's scale in int64, and the block's offset multiplies the sum of x
-// over the block (int32: |x| <= 2^15).
+// over the block (int32: |x| <= 2^15). Weights are int8, or (bits 4) two levels 0…15 per byte,
+// input 2i in the low nibble.
 static inline void block_sums(const int16_t *xr, int k, int block, int32_t *sums) {
     for (int b = 0; b < k / block; b++) {
         const int16_t *p = xr + (size_t)b * block;
@@ -186,19 +187,27 @@ static inline int64_t block_offsets(const int16_t *offset, const int32_t *sums, 
     return t;
 }
 
-static void block_fc_portable_rows(const int16_t *x, int r0, int r1, int k, const int8_t *w, const int16_t *scale,
+// Weight (row wj, input i): int8, or a 4-bit level.
+static inline int32_t weight_at(const int8_t *wj, int i, int bits) {
+    if (bits == 8) return wj[i];
+    uint8_t v = (uint8_t)wj[i >> 1];
+    return (i & 1) ? v >> 4 : v & 15;
+}
+
+static void block_fc_portable_rows(const int16_t *x, int r0, int r1, int k, const int8_t *w, int bits, const int16_t *scale,
                                    const int16_t *offset, int block, int n, int j0, int j1, int32_t *sums, const fc_out *out) {
     const int kb = k / block;
+    const size_t stride = bits == 8 ? (size_t)k : (size_t)k / 2;
     for (int r = r0; r < r1; r++) {
         const int16_t *xr = x + (size_t)r * k;
         block_sums(xr, k, block, sums);
         for (int j = j0; j < j1; j++) {
-            const int8_t *wj = w + (size_t)j * k;
+            const int8_t *wj = w + (size_t)j * stride;
             const int16_t *sj = scale + (size_t)j * kb;
             int64_t total = block_offsets(offset + (size_t)j * kb, sums, kb);
             for (int b = 0; b < kb; b++) {
                 int32_t acc = 0;
-                for (int i = b * block; i < (b + 1) * block; i++) acc += (int32_t)xr[i] * (int32_t)wj[i];
+                for (int i = b * block; i < (b + 1) * block; i++) acc += (int32_t)xr[i] * weight_at(wj, i, bits);
                 total += (int64_t)sj[b] * acc;
             }
             emit(out, (size_t)r * n + j, j, total);
@@ -207,26 +216,36 @@ static void block_fc_portable_rows(const int16_t *x, int r0, int r1, int k, cons
 }
 
 #if defined(__x86_64__)
+// 16 weights of row wj from input i as int16 lanes.
+__attribute__((target("avx2")))
+static inline __m256i weights16(const int8_t *wj, int i, int bits) {
+    if (bits == 8) return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wj + i)));
+    const __m128i nib = _mm_set1_epi8(15);
+    __m128i v = _mm_loadl_epi64((const __m128i *)(wj + i / 2));
+    __m128i lo = _mm_and_si128(v, nib), hi = _mm_and_si128(_mm_srli_epi16(v, 4), nib);
+    return _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(lo, hi));
+}
+
 // 4 rows × 2 outputs as in fc_avx2; at the end of each block the 8 int32 accumulators are
 // summed across lanes (hadd) and multiplied by the block scales into int64 totals.
-__attribute__((target("avx2")))
-static void block_fc_avx2(const int16_t *x, int rows, int k, const int8_t *w, const int16_t *scale, const int16_t *offset,
-                          int block, int n, int j0, int j1, int32_t *sums, const fc_out *out) {
+__attribute__((target("avx2"), always_inline))
+static inline void block_fc_avx2_body(const int16_t *x, int rows, int k, const int8_t *w, const int bits, const int16_t *scale,
+                                      const int16_t *offset, int block, int n, int j0, int j1, int32_t *sums, const fc_out *out) {
     const int kb = k / block;
+    const size_t stride = bits == 8 ? (size_t)k : (size_t)k / 2;
     int r = 0;
     for (; r + 4 <= rows; r += 4) {
         const int16_t *x0 = x + (size_t)r * k, *x1 = x0 + k, *x2 = x1 + k, *x3 = x2 + k;
         for (int q = 0; q < 4; q++) block_sums(x0 + (size_t)q * k, k, block, sums + (size_t)q * kb);
         int j = j0;
         for (; j + 2 <= j1; j += 2) {
-            const int8_t *wa = w + (size_t)j * k, *wb = wa + k;
+            const int8_t *wa = w + (size_t)j * stride, *wb = wa + stride;
             const int16_t *sa = scale + (size_t)j * kb, *sb = sa + kb;
             __m256i ta = _mm256_setzero_si256(), tb = ta;
             for (int b = 0; b < kb; b++) {
                 __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
                 for (int i = b * block, e = i + block; i < e; i += 16) {
-                    __m256i va = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wa + i)));
-                    __m256i vb = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(wb + i)));
+                    __m256i va = weights16(wa, i, bits), vb = weights16(wb, i, bits);
                     __m256i v0 = _mm256_loadu_si256((const __m256i *)(x0 + i));
                     __m256i v1 = _mm256_loadu_si256((const __m256i *)(x1 + i));
                     __m256i v2 = _mm256_loadu_si256((const __m256i *)(x2 + i));
@@ -258,36 +277,51 @@ static void block_fc_avx2(const int16_t *x, int rows, int k, const int8_t *w, co
                 emit(out, (size_t)(r + q) * n + j + 1, j + 1, t[4 + q] + block_offsets(ob, sq, kb));
             }
         }
-        if (j < j1) block_fc_portable_rows(x, r, r + 4, k, w, scale, offset, block, n, j, j1, sums, out);
+        if (j < j1) block_fc_portable_rows(x, r, r + 4, k, w, bits, scale, offset, block, n, j, j1, sums, out);
     }
-    if (r < rows) block_fc_portable_rows(x, r, rows, k, w, scale, offset, block, n, j0, j1, sums, out);
+    if (r < rows) block_fc_portable_rows(x, r, rows, k, w, bits, scale, offset, block, n, j0, j1, sums, out);
+}
+
+// One copy per weight width, so the inner loop has no branch on it.
+__attribute__((target("avx2")))
+static void block_fc_avx2_w8(const int16_t *x, int rows, int k, const int8_t *w, const int16_t *scale, const int16_t *offset,
+                             int block, int n, int j0, int j1, int32_t *sums, const fc_out *out) {
+    block_fc_avx2_body(x, rows, k, w, 8, scale, offset, block, n, j0, j1, sums, out);
+}
+
+__attribute__((target("avx2")))
+static void block_fc_avx2_w4(const int16_t *x, int rows, int k, const int8_t *w, const int16_t *scale, const int16_t *offset,
+                             int block, int n, int j0, int j1, int32_t *sums, const fc_out *out) {
+    block_fc_avx2_body(x, rows, k, w, 4, scale, offset, block, n, j0, j1, sums, out);
 }
 #endif
 
-static int block_fc(const int16_t *x, int rows, int k, const int8_t *w, const int16_t *scale, const int16_t *offset, int block,
-                    int n, int j0, int j1, const fc_out *o) {
-    if (block < 1 || block > 512 || k % block != 0) return -1;
+static int block_fc(const int16_t *x, int rows, int k, const int8_t *w, int bits, const int16_t *scale, const int16_t *offset,
+                    int block, int n, int j0, int j1, const fc_out *o) {
+    if (block < 1 || block > 512 || k % block != 0 || (bits != 8 && bits != 4) || (bits == 4 && block % 2 != 0)) return -1;
     int32_t *sums = malloc(sizeof(int32_t) * 4 * (size_t)(k / block));
     if (!sums) return -1;
 #if defined(__x86_64__)
-    if (zo_has_avx2() && block % 16 == 0) block_fc_avx2(x, rows, k, w, scale, offset, block, n, j0, j1, sums, o);
-    else
+    if (zo_has_avx2() && block % 16 == 0) {
+        if (bits == 8) block_fc_avx2_w8(x, rows, k, w, scale, offset, block, n, j0, j1, sums, o);
+        else block_fc_avx2_w4(x, rows, k, w, scale, offset, block, n, j0, j1, sums, o);
+    } else
 #endif
-        block_fc_portable_rows(x, 0, rows, k, w, scale, offset, block, n, j0, j1, sums, o);
+        block_fc_portable_rows(x, 0, rows, k, w, bits, scale, offset, block, n, j0, j1, sums, o);
     free(sums);
     return 0;
 }
 
-int zo_block_fc_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, const int16_t *scale, const int16_t *offset, int block,
-                       int n, int j0, int j1, int64_t *out) {
+int zo_block_fc_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, int bits, const int16_t *scale, const int16_t *offset,
+                       int block, int n, int j0, int j1, int64_t *out) {
     fc_out o = {out, NULL, NULL, NULL, 1, 64};
-    return block_fc(x, rows, k, w, scale, offset, block, n, j0, j1, &o);
+    return block_fc(x, rows, k, w, bits, scale, offset, block, n, j0, j1, &o);
 }
 
-int zo_block_fc_rescale_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, const int16_t *scale, const int16_t *offset,
+int zo_block_fc_rescale_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, int bits, const int16_t *scale, const int16_t *offset,
                                int block, int n, int j0, int j1, const int64_t *m, const int32_t *s, int width, int out_bits, void *y) {
     fc_out o = {NULL, y, m, s, width, out_bits};
-    return block_fc(x, rows, k, w, scale, offset, block, n, j0, j1, &o);
+    return block_fc(x, rows, k, w, bits, scale, offset, block, n, j0, j1, &o);
 }
 
 static inline int64_t rescale_one(int64_t x, int64_t m, int s) {

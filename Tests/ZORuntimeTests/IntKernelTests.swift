@@ -71,12 +71,18 @@ final class IntKernelTests: XCTestCase {
         XCTAssertEqual(big, [Int64(32768 * 127 * 1536)])
     }
 
-    /// The oracle of block_fully_connected at [r, j]: Σ_b scale·Σ x·w + offset·Σ x, in Int128.
-    func blockOracle(_ x: [Int16], _ w: [Int8], _ sc: [Int16], _ of: [Int16], r: Int, j: Int, k: Int, block: Int) -> Int128 {
+    /// The oracle of block_fully_connected at [r, j]: Σ_b scale·Σ x·w + offset·Σ x, in Int128
+    /// (bits 4: w holds two levels per byte, input 2i in the low nibble).
+    func blockOracle(_ x: [Int16], _ w: [Int8], _ sc: [Int16], _ of: [Int16], r: Int, j: Int, k: Int, block: Int, bits: Int = 8) -> Int128 {
+        func weight(_ c: Int) -> Int128 {
+            if bits == 8 { return Int128(w[j * k + c]) }
+            let byte = UInt8(bitPattern: w[j * k / 2 + c / 2])
+            return Int128(c % 2 == 0 ? byte & 15 : byte >> 4)
+        }
         var total = Int128(0)
         for b in 0..<(k / block) {
             var dot = Int128(0), sum = Int128(0)
-            for c in b * block..<(b + 1) * block { dot += Int128(x[r * k + c]) * Int128(w[j * k + c]); sum += Int128(x[r * k + c]) }
+            for c in b * block..<(b + 1) * block { dot += Int128(x[r * k + c]) * weight(c); sum += Int128(x[r * k + c]) }
             total += Int128(sc[j * (k / block) + b]) * dot + Int128(of[j * (k / block) + b]) * sum
         }
         return total
@@ -85,15 +91,20 @@ final class IntKernelTests: XCTestCase {
     func testBlockFullyConnectedIsExact() throws {
         // 4-row groups and leftover rows, odd output counts, the portable path (block 8: not a
         // multiple of 16), blocks of 32 and 512, and the split of outputs between threads.
-        for (rows, k, n, block) in [(5, 64, 3, 32), (9, 96, 7, 8), (4, 1024, 5, 512), (6, 576, 1024, 32)] {
-            let kb = k / block
-            let x = i16s(rows * k), w = i8s(n * k), sc = i16s(n * kb), of = i16s(n * kb)
-            let y = ints(try run(.blockFullyConnected, [(TensorType(.i16, [rows, k]), .i16(x))],
-                                 consts: [(TensorType(.i8, [n, k]), .i8(w)), (TensorType(.i16, [n, kb]), .i16(sc)), (TensorType(.i16, [n, kb]), .i16(of))],
-                                 ["block": .int(block)]))
-            for r in 0..<rows { for j in 0..<n {
-                XCTAssertEqual(Int128(y[r * n + j]), blockOracle(x, w, sc, of, r: r, j: j, k: k, block: block), "rows \(rows) k \(k) n \(n) block \(block) at [\(r), \(j)]")
-            } }
+        // Both weight widths: int8, and 4-bit levels two per byte (random bytes: every nibble).
+        for bits in [8, 4] {
+            for (rows, k, n, block) in [(5, 64, 3, 32), (9, 96, 7, 8), (4, 1024, 5, 512), (6, 576, 1024, 32)] {
+                let kb = k / block
+                let x = i16s(rows * k), w = bits == 8 ? i8s(n * k) : (0..<(n * k / 2)).map { _ in Int8.random(in: .min ... .max, using: &rng) }
+                let sc = i16s(n * kb), of = i16s(n * kb)
+                let y = ints(try run(.blockFullyConnected, [(TensorType(.i16, [rows, k]), .i16(x))],
+                                     consts: [(TensorType(.i8, [n, k * bits / 8]), .i8(w)), (TensorType(.i16, [n, kb]), .i16(sc)), (TensorType(.i16, [n, kb]), .i16(of))],
+                                     bits == 8 ? ["block": .int(block)] : ["block": .int(block), "bits": .int(4)]))
+                for r in 0..<rows { for j in 0..<n {
+                    XCTAssertEqual(Int128(y[r * n + j]), blockOracle(x, w, sc, of, r: r, j: j, k: k, block: block, bits: bits),
+                                   "bits \(bits) rows \(rows) k \(k) n \(n) block \(block) at [\(r), \(j)]")
+                } }
+            }
         }
         // Every operand at its extreme: each block's Σ x·w is 512 · 2^15 · 127 (near 2^31), times
         // −32768, and the offsets' Σ x; over 4 blocks the total needs 50 bits.
@@ -107,6 +118,11 @@ final class IntKernelTests: XCTestCase {
     }
 
     func testBlockFullyConnectedRefusesABlockThatDoesNotDivideK() {
+        XCTAssertThrowsError(try run(.blockFullyConnected, [(TensorType(.i16, [1, 64]), .i16(i16s(64)))],
+                                     consts: [(TensorType(.i8, [2, 64]), .i8(i8s(128))), (TensorType(.i16, [2, 2]), .i16([1, 1, 1, 1])), (TensorType(.i16, [2, 2]), .i16([0, 0, 0, 0]))],
+                                     ["block": .int(32), "bits": .int(4)])) { e in
+            XCTAssertTrue("\(e)".contains("K/2"), "\(e)")
+        }
         XCTAssertThrowsError(try run(.blockFullyConnected, [(TensorType(.i16, [1, 48]), .i16(i16s(48)))],
                                      consts: [(TensorType(.i8, [2, 48]), .i8(i8s(96))), (TensorType(.i16, [2, 1]), .i16([1, 1])), (TensorType(.i16, [2, 1]), .i16([0, 0]))],
                                      ["block": .int(32)])) { e in
@@ -216,20 +232,21 @@ final class IntKernelTests: XCTestCase {
 
     /// The same for block_fully_connected and its rescale.
     func testBlockFullyConnectedFusedWithItsRescaleMatchesTheTwoOps() throws {
-        for (rows, k, n, out) in [(37, 320, 203, DType.i16), (130, 576, 64, .i32)] {
+        for (rows, k, n, out, bits) in [(37, 320, 203, DType.i16, 8), (130, 576, 64, .i32, 8), (21, 576, 67, .i32, 4)] {
             let kb = k / 32
-            let x = i16s(rows * k), w = i8s(n * k), sc = i16s(n * kb), of = i16s(n * kb)
+            let x = i16s(rows * k), sc = i16s(n * kb), of = i16s(n * kb)
+            let w = bits == 8 ? i8s(n * k) : (0..<(n * k / 2)).map { _ in Int8.random(in: .min ... .max, using: &rng) }
             let m = (0..<n).map { _ in Int32.random(in: 1...(1 << 30), using: &rng) }
             let sh = (0..<n).map { _ in Int32.random(in: 30...50, using: &rng) }
             let mb = ModuleBuilder(name: "k")
-            mb.declareConstant("w", TensorType(.i8, [n, k]), .data(.i8(w)))
+            mb.declareConstant("w", TensorType(.i8, [n, k * bits / 8]), .data(.i8(w)))
             mb.declareConstant("sc", TensorType(.i16, [n, kb]), .data(.i16(sc)))
             mb.declareConstant("of", TensorType(.i16, [n, kb]), .data(.i16(of)))
             mb.declareConstant("m", TensorType(.i32, [n]), .data(.i32(m)))
             mb.declareConstant("s", TensorType(.i32, [n]), .data(.i32(sh)))
             let f = FunctionBuilder("f", in: mb)
             let acc = try f.emit(.blockFullyConnected, [f.param("x", TensorType(.i16, [rows, k])), try f.constant("w"), try f.constant("sc"), try f.constant("of")],
-                                 ["block": .int(32)])
+                                 bits == 8 ? ["block": .int(32)] : ["block": .int(32), "bits": .int(4)])
             f.output("y", try f.emit(.rescale, [acc, try f.constant("m"), try f.constant("s")], ["out": .string(out.rawValue)]))
             f.finish()
             let interp = try Interpreter(module: mb.module)
@@ -238,7 +255,7 @@ final class IntKernelTests: XCTestCase {
             XCTAssertEqual(fused.dtype, out)
             XCTAssertTrue(fused == apart, "rows \(rows) k \(k) n \(n): the fused kernel differs from block_fully_connected + rescale")
             for (r, j) in [(0, 0), (rows - 1, n - 1), (rows / 2, n / 3)] {
-                let dot = blockOracle(x, w, sc, of, r: r, j: j, k: k, block: 32)
+                let dot = blockOracle(x, w, sc, of, r: r, j: j, k: k, block: 32, bits: bits)
                 XCTAssertEqual(ints(apart)[r * n + j], sat(oracleRound(dot * Int128(m[j]), Int(sh[j])), out == .i16 ? 16 : 32))
             }
         }

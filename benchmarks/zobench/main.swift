@@ -170,7 +170,7 @@ struct IntForward: ParsableCommand {
         if case let .int(arena)? = m.attributes["arena.npu_t\(seqLen)"] {
             print(String(format: "memory-plan peak arena, batch 1 x %d:  %.2f MiB (%d bytes)", seqLen, Double(arena) / 1_048_576, arena))
         }
-        print(String(format: "int8 weights:                          %.1f MiB", Double(weights) / 1_048_576))
+        print(String(format: "weights (i8 constants):                %.1f MiB", Double(weights) / 1_048_576))
         print(String(format: "int forward, batch 1 x %d (median of %d): %.3f s", seqLen, runs, median(times)))
         print(String(format: "resident before the passes:            %.1f MiB", Double(before) / 1_048_576))
         print(String(format: "resident after releasing freed memory: %.1f MiB", Double(floor) / 1_048_576))

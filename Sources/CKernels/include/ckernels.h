@@ -17,13 +17,15 @@ void zo_fc_rescale_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, in
 
 /// block_fully_connected: out[r][j] = sum over blocks b of scale[j][b] * (sum_{i in b} x[r][i] * w[j][i])
 /// + offset[j][b] * (sum_{i in b} x[r][i]), exactly (int64). Blocks are `block` consecutive inputs;
-/// scale and offset are int16 [n][k / block]. Returns -1 (nothing written) unless 1 <= block <= 512
-/// divides k. AVX2 when the CPU has it and block % 16 == 0, else portable; the same integers.
-int zo_block_fc_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, const int16_t *scale, const int16_t *offset, int block,
-                       int n, int j0, int j1, int64_t *out);
+/// scale and offset are int16 [n][k / block]. bits 8: w is int8 [n][k]; bits 4: w holds levels
+/// 0...15, two per byte ([n][k / 2], input 2i in the low nibble). Returns -1 (nothing written)
+/// unless 1 <= block <= 512 divides k (and is even for bits 4). AVX2 when the CPU has it and
+/// block % 16 == 0, else portable; the same integers.
+int zo_block_fc_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, int bits, const int16_t *scale, const int16_t *offset,
+                       int block, int n, int j0, int j1, int64_t *out);
 
 /// zo_block_fc_i16_i8 with each sum rescaled as in zo_fc_rescale_i16_i8.
-int zo_block_fc_rescale_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, const int16_t *scale, const int16_t *offset,
+int zo_block_fc_rescale_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, int bits, const int16_t *scale, const int16_t *offset,
                                int block, int n, int j0, int j1, const int64_t *m, const int32_t *s, int width, int out_bits, void *y);
 
 /// y[i] = saturate_bits(round(x[i] * m[c] / 2^s[c])) with c = i % width (width 1: per tensor),
