@@ -75,14 +75,14 @@ func floats(_ source: ConstantSource) throws -> [Float] {
 /// How quantize lowers fully_connected weights.
 /// - blocks: block_fully_connected, GGUF's blocks held exactly (zobench fidelity: mean KL 0.0037,
 ///   16/16 top-1, greedy 4/6), where K is a multiple of 32;
-/// - perChannel: fully_connected with i8 per output channel (KL 0.0086, greedy 2/6), whose
-///   kernel runs a ZO step graph 1.4× faster (zobench edit-step: 1.02 s vs 1.44 s).
+/// - perChannel: fully_connected with i8 per output channel (KL 0.0086, greedy 1/6), whose
+///   kernel runs a ZO step graph 1.8× faster (zobench edit-step: 0.91 s vs 1.63 s).
 public enum WeightForm: String, Sendable, CaseIterable {
     case blocks
     case perChannel = "per-channel"
 
     /// The form edit plans and their evaluation use: a plan's time goes to step graphs, and the
-    /// per-channel kernel runs them 1.4× faster (the block kernel's per-block sums cost that).
+    /// per-channel kernel runs them 1.8× faster (the block kernel's per-block sums and 4-bit unpacking cost that).
     public static let editing = WeightForm.perChannel
 }
 
