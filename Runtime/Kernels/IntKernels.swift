@@ -355,3 +355,27 @@ enum Reduction {
         return out
     }
 }
+
+/// The machine's int16 multiply-add peak, measured (CKernels' tight vpmaddwd loop).
+public enum MultiplyAddPeak {
+    /// Multiply-adds per second on `threads` threads running the loop at once for about `seconds`
+    /// (nil without AVX2).
+    public static func measure(threads: Int, seconds: Double = 0.5) -> Double? {
+        let perIteration = zo_madd_peak(1)
+        guard perIteration > 0 else { return nil }
+        // Size the loop on one thread, then time all threads running it together.
+        var n = 1 << 16
+        while true {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            _ = zo_madd_peak(n)
+            let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            if dt > 0.05 { n = max(1, Int(Double(n) * seconds / dt)); break }
+            n *= 4
+        }
+        let iterations = n
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        DispatchQueue.concurrentPerform(iterations: threads) { _ in _ = zo_madd_peak(iterations) }
+        let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        return Double(perIteration) * Double(iterations) * Double(threads) / dt
+    }
+}

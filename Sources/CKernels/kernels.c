@@ -149,11 +149,22 @@ int zo_has_avx2(void) {
 #endif
 }
 
+// Outputs per tile: the kernels stream every row group past the weights of their outputs, so a
+// tile's weights (about 192 KiB) stay in L2 instead of coming from memory once per row group.
+static inline int output_tile(int k, int bytes_per_input) {
+    int t = (192 * 1024) / (k * bytes_per_input > 0 ? k * bytes_per_input : 1);
+    return t < 8 ? 8 : t & ~7;
+}
+
 static void fc(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0, int j1, const int64_t *bias, const fc_out *o) {
+    const int tile = output_tile(k, 1);
+    for (int t0 = j0; t0 < j1; t0 += tile) {
+        int t1 = t0 + tile < j1 ? t0 + tile : j1;
 #if defined(__x86_64__)
-    if (zo_has_avx2()) { fc_avx2(x, rows, k, w, n, j0, j1, bias, o); return; }
+        if (zo_has_avx2()) { fc_avx2(x, rows, k, w, n, t0, t1, bias, o); continue; }
 #endif
-    fc_portable_rows(x, 0, rows, k, w, n, j0, j1, bias, o);
+        fc_portable_rows(x, 0, rows, k, w, n, t0, t1, bias, o);
+    }
 }
 
 void zo_fc_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0, int j1,
@@ -301,13 +312,18 @@ static int block_fc(const int16_t *x, int rows, int k, const int8_t *w, int bits
     if (block < 1 || block > 512 || k % block != 0 || (bits != 8 && bits != 4) || (bits == 4 && block % 2 != 0)) return -1;
     int32_t *sums = malloc(sizeof(int32_t) * 4 * (size_t)(k / block));
     if (!sums) return -1;
+    const int tile = output_tile(k, 1);
+    for (int t0 = j0; t0 < j1; t0 += tile) {
+        int t1 = t0 + tile < j1 ? t0 + tile : j1;
 #if defined(__x86_64__)
-    if (zo_has_avx2() && block % 16 == 0) {
-        if (bits == 8) block_fc_avx2_w8(x, rows, k, w, scale, offset, block, n, j0, j1, sums, o);
-        else block_fc_avx2_w4(x, rows, k, w, scale, offset, block, n, j0, j1, sums, o);
-    } else
+        if (zo_has_avx2() && block % 16 == 0) {
+            if (bits == 8) block_fc_avx2_w8(x, rows, k, w, scale, offset, block, n, t0, t1, sums, o);
+            else block_fc_avx2_w4(x, rows, k, w, scale, offset, block, n, t0, t1, sums, o);
+            continue;
+        }
 #endif
-        block_fc_portable_rows(x, 0, rows, k, w, bits, scale, offset, block, n, j0, j1, sums, o);
+        block_fc_portable_rows(x, 0, rows, k, w, bits, scale, offset, block, n, t0, t1, sums, o);
+    }
     free(sums);
     return 0;
 }
@@ -628,4 +644,38 @@ void zo_matmul_i16(const int16_t *a, const int16_t *b, int batches, int m, int k
     if (zo_has_avx2()) { matmul_avx2(a, b, batches, m, k, n, transpose_b, c); return; }
 #endif
     matmul_portable(a, b, batches, m, k, n, transpose_b, c);
+}
+
+// The int16 multiply-add peak: 12 independent vpmaddwd + vpaddd chains on registers (enough to
+// cover the multiply's latency on both of a core's multiply pipes). The empty asm makes the
+// compiler treat the operands as changed each iteration, so nothing is hoisted.
+#if defined(__x86_64__)
+__attribute__((target("avx2")))
+static long madd_peak_avx2(long iterations) {
+    __m256i a = _mm256_set1_epi16(3), b = _mm256_set1_epi16(5);
+    __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0, c8 = c0, c9 = c0, c10 = c0, c11 = c0;
+    for (long i = 0; i < iterations; i++) {
+        __asm__ volatile("" : "+x"(a), "+x"(b));
+        c0 = _mm256_add_epi32(c0, _mm256_madd_epi16(a, b)); c1 = _mm256_add_epi32(c1, _mm256_madd_epi16(a, b));
+        c2 = _mm256_add_epi32(c2, _mm256_madd_epi16(a, b)); c3 = _mm256_add_epi32(c3, _mm256_madd_epi16(a, b));
+        c4 = _mm256_add_epi32(c4, _mm256_madd_epi16(a, b)); c5 = _mm256_add_epi32(c5, _mm256_madd_epi16(a, b));
+        c6 = _mm256_add_epi32(c6, _mm256_madd_epi16(a, b)); c7 = _mm256_add_epi32(c7, _mm256_madd_epi16(a, b));
+        c8 = _mm256_add_epi32(c8, _mm256_madd_epi16(a, b)); c9 = _mm256_add_epi32(c9, _mm256_madd_epi16(a, b));
+        c10 = _mm256_add_epi32(c10, _mm256_madd_epi16(a, b)); c11 = _mm256_add_epi32(c11, _mm256_madd_epi16(a, b));
+    }
+    __m256i t = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(c0, c1), _mm256_add_epi32(c2, c3)),
+                                 _mm256_add_epi32(_mm256_add_epi32(c4, c5), _mm256_add_epi32(c6, c7)));
+    t = _mm256_add_epi32(t, _mm256_add_epi32(_mm256_add_epi32(c8, c9), _mm256_add_epi32(c10, c11)));
+    volatile int sink = _mm256_extract_epi32(t, 0);
+    (void)sink;
+    return iterations * 12 * 16;
+}
+#endif
+
+long zo_madd_peak(long iterations) {
+#if defined(__x86_64__)
+    if (zo_has_avx2()) return madd_peak_avx2(iterations);
+#endif
+    (void)iterations;
+    return 0;
 }

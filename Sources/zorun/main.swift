@@ -46,18 +46,31 @@ struct Generate: ParsableCommand {
     @Option(help: "The prompt text.") var prompt: String
     @Option(name: .short, help: "Tokens to generate.") var n: Int = 24
     @Flag(help: "Wrap the prompt in the model's chat template.") var chat = false
+    @Flag(help: "Print timings to stderr as JSON: load, prefill, decode tokens/s (after a warm-up generation that builds the graphs).")
+    var stats = false
 
     func validate() throws { guard n >= 1 else { throw ValidationError("-n must be at least 1") } }
 
     func run() throws {
+        let t0 = monotonicSeconds()
         let lm = try model.load()
         let ids = lm.tokenizer.encode(chat ? lm.chatPrompt(prompt) : prompt)
+        if stats { _ = try lm.generate(ids, maxTokens: n) { _ in } }  // builds and calibrates the graphs
+        let load = monotonicSeconds() - t0
         var streamer = TextStreamer(tokenizer: lm.tokenizer)
+        var stamps: [Double] = []
+        let g0 = monotonicSeconds()
         _ = try lm.generate(ids, maxTokens: n) { id in
+            stamps.append(monotonicSeconds())
             if lm.isStopToken(id) { return }
             FileHandle.standardOutput.write(Data(streamer.push(id).utf8))
         }
         print(streamer.finish())
+        if stats, let first = stamps.first, let last = stamps.last {
+            let r: [String: Double] = ["load_s": load, "prefill_s": first - g0, "prompt_tokens": Double(ids.count), "tokens": Double(stamps.count),
+                                       "decode_tokens_per_s": stamps.count > 1 ? Double(stamps.count - 1) / (last - first) : .nan]
+            FileHandle.standardError.write(Data((String(decoding: try JSONSerialization.data(withJSONObject: r, options: [.sortedKeys]), as: UTF8.self) + "\n").utf8))
+        }
     }
 }
 

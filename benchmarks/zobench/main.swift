@@ -14,7 +14,7 @@ extension WeightForm: ExpressibleByArgument {}
 struct ZoBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "zo benchmarks (build with -c release).",
-        subcommands: [Float32Forward.self, Float32Once.self, Fidelity.self, Greedy.self, IntForward.self, EditStep.self, EditDirections.self, ArtifactLoad.self, ArtifactLoadOnce.self])
+        subcommands: [Float32Forward.self, Float32Once.self, Fidelity.self, Greedy.self, IntForward.self, EditStep.self, Kernels.self, EditDirections.self, ArtifactLoad.self, ArtifactLoadOnce.self])
 }
 
 struct Float32Forward: ParsableCommand {
@@ -295,6 +295,100 @@ struct EditStep: ParsableCommand {
             print(String(format: "  %-22@ %6.3f s  %5.1f%%  %4d  %8.2fM  %6.2f", k as NSString, v / Double(runs), 100 * v / total,
                          e.ops, Double(e.count) / 1e6, v / Double(runs) / Double(max(e.count, 1)) * 1e9))
         }
+    }
+}
+
+struct Kernels: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The integer matmul kernels at the shapes of a ZO step graph: GMAC/s per shape next to the machine's int16 multiply-add peak (a tight vpmaddwd loop measured here), on the threads the runtime uses.")
+    @Option(help: "The model (GGUF).") var model: String = DefaultModel.path
+    @Option(help: "Edit requests (JSON).") var edits: String = "../shared/data/knowedit_zsre/ZsRE-test-all.json"
+    @Option(help: "Record whose step graph gives the shapes.") var record: Int = 0
+    @Option(help: "Weight form: blocks or per-channel.") var weights: WeightForm = .editing
+    @Option(help: "Timed runs per shape.") var runs: Int = 5
+
+    struct Shape: Hashable { let kind: OpKind; let bits: Int; let a: [Int]; let b: [Int]; let transposeB: Bool; let out: DType }
+
+    func run() throws {
+        // The peak is the best of 3 (the machine is shared: a slow run says nothing of the CPU).
+        let peak1 = (0..<3).compactMap { _ in MultiplyAddPeak.measure(threads: 1) }.max()
+        let peakN = (0..<3).compactMap { _ in MultiplyAddPeak.measure(threads: Threads.count) }.max()
+        guard let p1 = peak1, let pN = peakN else { throw ValidationError("no AVX2: the peak loop does not run here") }
+        print(String(format: "int16 multiply-add peak (vpmaddwd loop, best of 3): %.1f GMAC/s on 1 thread, %.1f GMAC/s on %d", p1 / 1e9, pN / 1e9, Threads.count))
+        // The shapes of the step graph's matmuls, with how often each occurs.
+        let lm = try LanguageModel(path: model, precision: .int, weightForm: weights)
+        let editor = try ZOEditor(model: lm, settings: EditSettings())
+        let g = try editor.runner(try EditRequests.load(path: edits)[record]).start().step
+        let f = g.interpreter.module.function(g.name)!
+        var count: [Shape: Int] = [:], order: [Shape] = []
+        for (i, op) in f.ops.enumerated() where [.fullyConnected, .blockFullyConnected, .matmul].contains(op.kind) {
+            let a = f.type(of: op.operands[0]).shape, b = f.type(of: op.operands[1]).shape
+            // The rescale a fully_connected runs fused with, if any.
+            let id = f.params.count + i
+            let out = op.kind == .matmul ? DType.i64 : f.ops.first { $0.kind == .rescale && $0.operands.first == id }?.type.dtype ?? .i64
+            let s = Shape(kind: op.kind, bits: AttrReader(op.attributes).int("bits", default: 8), a: a, b: b,
+                          transposeB: op.attributes["transpose_b"] == .bool(true), out: out)
+            if count[s] == nil { order.append(s) }
+            count[s, default: 0] += 1
+        }
+        print("step graph of record \(record) (\(weights.rawValue) weights): \(order.count) shapes, \(Threads.count) threads")
+        print("  op                     x            w             count   GMAC   ms/op  GMAC/s  of peak")
+        var totalMACs = 0.0, totalTime = 0.0
+        var rng = SplitMix64(seed: 7)
+        for s in order {
+            let (interp, inputs, macs) = try Self.oneOp(s, &rng)
+            _ = try interp.run("f", inputs)
+            var times: [Double] = []
+            for _ in 0..<runs {
+                let t0 = monotonicSeconds()
+                _ = try interp.run("f", inputs)
+                times.append(monotonicSeconds() - t0)
+            }
+            let t = median(times), n = Double(count[s]!)
+            totalMACs += macs * n; totalTime += t * n
+            let name = s.kind == .blockFullyConnected ? "block_fc/\(s.bits)" : s.kind.rawValue
+            print(String(format: "  %-22@ %-12@ %-13@ %5d  %5.2f  %6.2f  %6.1f  %5.1f%%", name as NSString, "\(s.a)" as NSString, "\(s.b)" as NSString,
+                         count[s]!, macs / 1e9, t * 1000, macs / t / 1e9, 100 * macs / t / pN))
+        }
+        print(String(format: "  all of the step graph's matmuls: %.2f GMAC in %.3f s = %.1f GMAC/s, %.1f%% of the %d-thread peak",
+                     totalMACs / 1e9, totalTime, totalMACs / totalTime / 1e9, 100 * totalMACs / totalTime / pN, Threads.count))
+    }
+
+    /// A function of one matmul (and, for fully_connected, the rescale it runs fused with) on
+    /// random operands; its multiply-adds.
+    static func oneOp(_ s: Shape, _ rng: inout SplitMix64) throws -> (Interpreter, [String: TensorData], Double) {
+        func i16s(_ n: Int) -> [Int16] { (0..<n).map { _ in Int16(truncatingIfNeeded: Int(rng.next() % 65536) - 32768) } }
+        func i8s(_ n: Int) -> [Int8] { (0..<n).map { _ in Int8(truncatingIfNeeded: Int(rng.next() % 255) - 127) } }
+        let mb = ModuleBuilder(name: "k")
+        let fb = FunctionBuilder("f", in: mb)
+        let x = fb.param("x", TensorType(.i16, s.a))
+        var inputs: [String: TensorData] = ["x": .i16(i16s(s.a.reduce(1, *)))]
+        let y: Value, macs: Double
+        if s.kind == .matmul {
+            let bv = fb.param("b", TensorType(.i16, s.b))
+            inputs["b"] = .i16(i16s(s.b.reduce(1, *)))
+            y = try fb.emit(.matmul, [x, bv], s.transposeB ? ["transpose_b": .bool(true)] : [:])
+            let k = s.a.last!, n = s.transposeB ? s.b[s.b.count - 2] : s.b.last!
+            macs = Double(s.a.reduce(1, *) / k) * Double(k) * Double(n)
+        } else {
+            let n = s.b[0], k = s.a.last!
+            mb.declareConstant("w", TensorType(.i8, s.b), .data(.i8(i8s(s.b.reduce(1, *)))))
+            var operands = [x, try fb.constant("w")]
+            var attributes: [String: Attribute] = [:]
+            if s.kind == .blockFullyConnected {
+                for c in ["scale", "offset"] { mb.declareConstant(c, TensorType(.i16, [n, k / 32]), .data(.i16(i16s(n * k / 32)))) }
+                operands += [try fb.constant("scale"), try fb.constant("offset")]
+                attributes = s.bits == 8 ? ["block": .int(32)] : ["block": .int(32), "bits": .int(4)]
+            }
+            mb.declareConstant("m", TensorType(.i32, [n]), .data(.i32((0..<n).map { _ in Int32(1 << 30) })))
+            mb.declareConstant("s", TensorType(.i32, [n]), .data(.i32((0..<n).map { _ in 50 })))
+            let acc = try fb.emit(s.kind, operands, attributes)
+            y = s.out == .i64 ? acc : try fb.emit(.rescale, [acc, try fb.constant("m"), try fb.constant("s")], ["out": .string(s.out.rawValue)])
+            macs = Double(s.a.reduce(1, *) / k) * Double(k) * Double(n)
+        }
+        fb.output("y", y)
+        fb.finish()
+        return (try Interpreter(module: mb.module), inputs, macs)
     }
 }
 

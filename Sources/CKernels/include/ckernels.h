@@ -43,6 +43,10 @@ void zo_binary(int op, const void *a, int abits, const void *b, int bbits, int r
 /// Batched c[t][i][j] = sum_l a[t][i][l] * b[t][l][j] (b[t][j][l] when transpose_b), exact int64.
 void zo_matmul_i16(const int16_t *a, const int16_t *b, int batches, int m, int k, int n, int transpose_b, int64_t *c);
 
+/// A tight loop of int16 multiply-adds (vpmaddwd) on registers, for the benchmark's peak; returns
+/// how many multiply-adds it did (0 without AVX2).
+long zo_madd_peak(long iterations);
+
 /// 1 when the AVX2 path is in use.
 int zo_has_avx2(void);
 
