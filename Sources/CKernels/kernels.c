@@ -156,15 +156,38 @@ static inline int output_tile(int k, int bytes_per_input) {
     return t < 8 ? 8 : t & ~7;
 }
 
+// The rescale of the sums of up to 4 rows × `len` outputs (raw, row stride len) into the output
+// rows at column t0: each row's run at once, so zo_rescale's vector path takes it.
+static void rescale_rows(const int64_t *raw, int rr, int len, int t0, int r0, int n, const fc_out *o) {
+    const int per = o->width != 1;
+    for (int q = 0; q < rr; q++)
+        zo_rescale(raw + (size_t)q * len, 64, len, per ? len : 1, o->m + (per ? t0 : 0), o->s + (per ? t0 : 0), o->out_bits,
+                   (char *)o->y + ((size_t)(r0 + q) * n + t0) * (size_t)(o->out_bits / 8));
+}
+
+static void fc_tile(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0, int j1, const int64_t *bias, const fc_out *o) {
+#if defined(__x86_64__)
+    if (zo_has_avx2()) { fc_avx2(x, rows, k, w, n, j0, j1, bias, o); return; }
+#endif
+    fc_portable_rows(x, 0, rows, k, w, n, j0, j1, bias, o);
+}
+
 static void fc(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0, int j1, const int64_t *bias, const fc_out *o) {
     const int tile = output_tile(k, 1);
+    // With a rescale, each group of 4 rows × tile goes through an int64 scratch first (the
+    // scalar rescale per output would cost as much as the sums at K = 576).
+    int64_t *scratch = o->raw ? NULL : malloc(sizeof(int64_t) * 4 * (size_t)tile);
     for (int t0 = j0; t0 < j1; t0 += tile) {
-        int t1 = t0 + tile < j1 ? t0 + tile : j1;
-#if defined(__x86_64__)
-        if (zo_has_avx2()) { fc_avx2(x, rows, k, w, n, t0, t1, bias, o); continue; }
-#endif
-        fc_portable_rows(x, 0, rows, k, w, n, t0, t1, bias, o);
+        int t1 = t0 + tile < j1 ? t0 + tile : j1, len = t1 - t0;
+        if (!scratch) { fc_tile(x, rows, k, w, n, t0, t1, bias, o); continue; }
+        fc_out so = {scratch, NULL, NULL, NULL, 1, 64};
+        for (int r0 = 0; r0 < rows; r0 += 4) {
+            int rr = rows - r0 < 4 ? rows - r0 : 4;
+            fc_tile(x + (size_t)r0 * k, rr, k, w + (size_t)t0 * k, len, 0, len, bias ? bias + t0 : NULL, &so);
+            rescale_rows(scratch, rr, len, t0, r0, n, o);
+        }
     }
+    free(scratch);
 }
 
 void zo_fc_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0, int j1,
@@ -307,23 +330,39 @@ static void block_fc_avx2_w4(const int16_t *x, int rows, int k, const int8_t *w,
 }
 #endif
 
+static void block_fc_tile(const int16_t *x, int rows, int k, const int8_t *w, int bits, const int16_t *scale, const int16_t *offset,
+                          int block, int n, int j0, int j1, int32_t *sums, const fc_out *o) {
+#if defined(__x86_64__)
+    if (zo_has_avx2() && block % 16 == 0) {
+        if (bits == 8) block_fc_avx2_w8(x, rows, k, w, scale, offset, block, n, j0, j1, sums, o);
+        else block_fc_avx2_w4(x, rows, k, w, scale, offset, block, n, j0, j1, sums, o);
+        return;
+    }
+#endif
+    block_fc_portable_rows(x, 0, rows, k, w, bits, scale, offset, block, n, j0, j1, sums, o);
+}
+
 static int block_fc(const int16_t *x, int rows, int k, const int8_t *w, int bits, const int16_t *scale, const int16_t *offset,
                     int block, int n, int j0, int j1, const fc_out *o) {
     if (block < 1 || block > 512 || k % block != 0 || (bits != 8 && bits != 4) || (bits == 4 && block % 2 != 0)) return -1;
     int32_t *sums = malloc(sizeof(int32_t) * 4 * (size_t)(k / block));
     if (!sums) return -1;
     const int tile = output_tile(k, 1);
+    const int kb = k / block;
+    const size_t stride = bits == 8 ? (size_t)k : (size_t)k / 2;
+    int64_t *scratch = o->raw ? NULL : malloc(sizeof(int64_t) * 4 * (size_t)tile);  // as in fc()
     for (int t0 = j0; t0 < j1; t0 += tile) {
-        int t1 = t0 + tile < j1 ? t0 + tile : j1;
-#if defined(__x86_64__)
-        if (zo_has_avx2() && block % 16 == 0) {
-            if (bits == 8) block_fc_avx2_w8(x, rows, k, w, scale, offset, block, n, t0, t1, sums, o);
-            else block_fc_avx2_w4(x, rows, k, w, scale, offset, block, n, t0, t1, sums, o);
-            continue;
+        int t1 = t0 + tile < j1 ? t0 + tile : j1, len = t1 - t0;
+        if (!scratch) { block_fc_tile(x, rows, k, w, bits, scale, offset, block, n, t0, t1, sums, o); continue; }
+        fc_out so = {scratch, NULL, NULL, NULL, 1, 64};
+        for (int r0 = 0; r0 < rows; r0 += 4) {
+            int rr = rows - r0 < 4 ? rows - r0 : 4;
+            block_fc_tile(x + (size_t)r0 * k, rr, k, w + (size_t)t0 * stride, bits, scale + (size_t)t0 * kb, offset + (size_t)t0 * kb,
+                          block, len, 0, len, sums, &so);
+            rescale_rows(scratch, rr, len, t0, r0, n, o);
         }
-#endif
-        block_fc_portable_rows(x, 0, rows, k, w, bits, scale, offset, block, n, t0, t1, sums, o);
     }
+    free(scratch);
     free(sums);
     return 0;
 }
