@@ -98,6 +98,13 @@ public final class Interpreter {
         return p
     }
 
+    /// The `profile` entry an op's time goes to: its kind and result type ("mul i64"); a rescale
+    /// also names its input type ("rescale i64→i16"), which decides how fast it runs.
+    public static func profileKey(_ op: Op, in f: Function) -> String {
+        if op.kind == .rescale, let x = op.operands.first { return "rescale \(f.type(of: x).dtype.rawValue)→\(op.type.dtype.rawValue)" }
+        return "\(op.kind.rawValue) \(op.type.dtype.rawValue)"
+    }
+
     /// Runs `function` on named inputs; returns its named results.
     public func run(_ function: String, _ inputs: [String: TensorData],
                     observe: ((_ value: Int, _ data: TensorData) -> Void)? = nil) throws -> [String: TensorData] {
@@ -121,7 +128,7 @@ public final class Interpreter {
             let id = n + i
             do {
                 let t0 = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
-                var kind = "\(op.kind.rawValue) \(op.type.dtype.rawValue)"
+                var kind = Self.profileKey(op, in: f)
                 if done.contains(i) {
                     kind = ""
                 } else if observe == nil, let c = p.fusedRescale[i] {

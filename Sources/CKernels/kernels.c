@@ -463,6 +463,23 @@ static inline __m256i rescale4(__m256i v, __m256i mm, __m256i half, __m256i sh, 
     return _mm256_sub_epi64(_mm256_srlv_epi64(_mm256_xor_si256(p, sign), sh), bias);
 }
 
+// round(x·m / 2^s) for |x| < 2^62, |m| < 2^31 and 31 <= s <= 62, exactly, without the 128-bit
+// product: x = xh·2^31 + xl and xl·m = loh·2^31 + lol (0 <= xl, lol < 2^31), so
+// x·m + 2^(s−1) = (xh·m + loh)·2^31 + (lol + 2^(s−1)) and the result is
+// (xh·m + loh + ((lol + 2^(s−1)) >> 31)) >> (s − 31), all floors. sw = s − 31, swbias = 2^63 >> sw.
+__attribute__((target("avx2")))
+static inline __m256i rescale4_wide(__m256i v, __m256i mm, __m256i half, __m256i sw, __m256i swbias) {
+    const __m256i sign = _mm256_set1_epi64x(INT64_MIN), low31 = _mm256_set1_epi64x(((int64_t)1 << 31) - 1);
+    const __m256i bias31 = _mm256_set1_epi64x((int64_t)1 << 32);  // 2^63 >> 31
+    __m256i xh = _mm256_sub_epi64(_mm256_srli_epi64(_mm256_xor_si256(v, sign), 31), bias31);
+    __m256i xl = _mm256_and_si256(v, low31);
+    __m256i p = _mm256_mul_epi32(xl, mm);
+    __m256i ph = _mm256_sub_epi64(_mm256_srli_epi64(_mm256_xor_si256(p, sign), 31), bias31);
+    __m256i carry = _mm256_srli_epi64(_mm256_add_epi64(_mm256_and_si256(p, low31), half), 31);
+    __m256i a = _mm256_add_epi64(_mm256_add_epi64(_mm256_mul_epi32(xh, mm), ph), carry);
+    return _mm256_sub_epi64(_mm256_srlv_epi64(_mm256_xor_si256(a, sign), sw), swbias);
+}
+
 // Clamps int64 lanes to [lo, hi] and stores them as 16- or 32-bit integers.
 __attribute__((target("avx2")))
 static inline void store4(__m256i v, __m256i lo, __m256i hi, int out_bits, void *y, long i) {
@@ -480,9 +497,13 @@ __attribute__((target("avx2")))
 static int rescale_avx2(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
                         int out_bits, void *y) {
     if ((in_bits != 16 && in_bits != 32 && in_bits != 64) || (out_bits != 16 && out_bits != 32)) return 0;
-    if (width != 1 && width % 4 != 0) return 0;
-    for (int c = 0; c < width; c++) if (m[c] <= -((int64_t)1 << 31) || m[c] >= ((int64_t)1 << 31) || s[c] < 0 || s[c] > 62) return 0;
+    int min_shift = 62;
+    for (int c = 0; c < width; c++) {
+        if (m[c] <= -((int64_t)1 << 31) || m[c] >= ((int64_t)1 << 31) || s[c] < 0 || s[c] > 62) return 0;
+        if (s[c] < min_shift) min_shift = s[c];
+    }
     long vec = count & ~3L;
+    int wide = 0;  // inputs beyond 2^31: the split product (rescale4_wide)
     if (in_bits == 64) {  // narrower inputs are below 2^31 by their type
         const int64_t *in = (const int64_t *)x;
         __m256i mn = _mm256_set1_epi64x(0), mx = mn;
@@ -491,36 +512,53 @@ static int rescale_avx2(const void *x, int in_bits, long count, int width, const
             mn = _mm256_blendv_epi8(mn, v, _mm256_cmpgt_epi64(mn, v));
             mx = _mm256_blendv_epi8(mx, v, _mm256_cmpgt_epi64(v, mx));
         }
-        int64_t a[4], b[4];
+        int64_t a[4], b[4], lo = 0, hi = 0;
         _mm256_storeu_si256((__m256i *)a, mn);
         _mm256_storeu_si256((__m256i *)b, mx);
-        for (int q = 0; q < 4; q++) if (a[q] <= -((int64_t)1 << 31) || b[q] >= ((int64_t)1 << 31)) return 0;
-        for (long i = vec; i < count; i++) if (in[i] <= -((int64_t)1 << 31) || in[i] >= ((int64_t)1 << 31)) return 0;
+        for (int q = 0; q < 4; q++) { lo = a[q] < lo ? a[q] : lo; hi = b[q] > hi ? b[q] : hi; }
+        for (long i = vec; i < count; i++) { lo = in[i] < lo ? in[i] : lo; hi = in[i] > hi ? in[i] : hi; }
+        if (lo <= -((int64_t)1 << 31) || hi >= ((int64_t)1 << 31)) {
+            if (lo <= -((int64_t)1 << 62) || hi >= ((int64_t)1 << 62) || min_shift < 31) return 0;
+            wide = 1;
+        }
     }
     const int64_t LO = out_bits == 16 ? INT16_MIN : INT32_MIN, HI = out_bits == 16 ? INT16_MAX : INT32_MAX;
     const __m256i lo = _mm256_set1_epi64x(LO), hi = _mm256_set1_epi64x(HI), one = _mm256_set1_epi64x(1);
-    const __m256i sign = _mm256_set1_epi64x(INT64_MIN);
-    if (width == 1) {
-        const __m256i mm = _mm256_set1_epi64x(m[0]), sh = _mm256_set1_epi64x(s[0]);
-        const __m256i half = s[0] > 0 ? _mm256_set1_epi64x((int64_t)1 << (s[0] - 1)) : _mm256_setzero_si256();
-        const __m256i bias = _mm256_srlv_epi64(sign, sh);
-        for (long i = 0; i < vec; i += 4) store4(rescale4(load4_i64(x, in_bits, i), mm, half, sh, bias), lo, hi, out_bits, y, i);
-        for (long i = vec; i < count; i++) {
-            int64_t v = in_bits == 16 ? ((const int16_t *)x)[i] : in_bits == 32 ? ((const int32_t *)x)[i] : ((const int64_t *)x)[i];
-            v = (v * m[0] + (s[0] > 0 ? (int64_t)1 << (s[0] - 1) : 0)) >> s[0];
-            v = v < LO ? LO : v > HI ? HI : v;
-            if (out_bits == 16) ((int16_t *)y)[i] = (int16_t)v; else ((int32_t *)y)[i] = (int32_t)v;
+    const __m256i sign = _mm256_set1_epi64x(INT64_MIN), s31 = _mm256_set1_epi64x(31);
+    // Channel c of element i (width 1: all 0); the vector loop keeps c for its first lane.
+    long c = 0;
+    for (long i = 0; i < vec; i += 4) {
+        __m256i mm, sh;
+        if (width == 1) {
+            mm = _mm256_set1_epi64x(m[0]);
+            sh = _mm256_set1_epi64x(s[0]);
+        } else if (width % 4 == 0) {
+            mm = _mm256_loadu_si256((const __m256i *)(m + c));
+            sh = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(s + c)));
+        } else {
+            long c1 = c + 1 == width ? 0 : c + 1, c2 = c1 + 1 == width ? 0 : c1 + 1, c3 = c2 + 1 == width ? 0 : c2 + 1;
+            mm = _mm256_set_epi64x(m[c3], m[c2], m[c1], m[c]);
+            sh = _mm256_set_epi64x(s[c3], s[c2], s[c1], s[c]);
         }
-        return 1;
+        // 2^(s−1), and 0 where s = 0 (a shift count of 2^64 − 1 gives 0).
+        __m256i half = _mm256_sllv_epi64(one, _mm256_sub_epi64(sh, one));
+        __m256i v = load4_i64(x, in_bits, i), r;
+        if (wide) {
+            __m256i sw = _mm256_sub_epi64(sh, s31);
+            r = rescale4_wide(v, mm, half, sw, _mm256_srlv_epi64(sign, sw));
+        } else {
+            r = rescale4(v, mm, half, sh, _mm256_srlv_epi64(sign, sh));
+        }
+        store4(r, lo, hi, out_bits, y, i);
+        if (width > 1) { c += 4; while (c >= width) c -= width; }
     }
-    for (long base = 0; base < count; base += width)
-        for (int c = 0; c < width; c += 4) {
-            __m256i mm = _mm256_loadu_si256((const __m256i *)(m + c));
-            __m256i sh = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(s + c)));
-            // 2^(s−1), and 0 where s = 0 (a shift count of 2^64 − 1 gives 0).
-            __m256i half = _mm256_sllv_epi64(one, _mm256_sub_epi64(sh, one));
-            store4(rescale4(load4_i64(x, in_bits, base + c), mm, half, sh, _mm256_srlv_epi64(sign, sh)), lo, hi, out_bits, y, base + c);
-        }
+    for (long i = vec; i < count; i++) {
+        int64_t v = in_bits == 16 ? ((const int16_t *)x)[i] : in_bits == 32 ? ((const int32_t *)x)[i] : ((const int64_t *)x)[i];
+        int ch = width == 1 ? 0 : (int)(i % width);
+        v = rescale_one(v, m[ch], s[ch]);
+        v = v < LO ? LO : v > HI ? HI : v;
+        if (out_bits == 16) ((int16_t *)y)[i] = (int16_t)v; else ((int32_t *)y)[i] = (int32_t)v;
+    }
     return 1;
 }
 #endif

@@ -169,6 +169,24 @@ final class IntKernelTests: XCTestCase {
                 }
             }
         }
+        // i64 inputs beyond 2^31 (below 2^62) with shifts ≥ 31 take the split-product vector path:
+        // per tensor and per channel, channel counts that are and are not multiples of 4.
+        for width in [1, 4, 7, 13] {
+            let rows = 37
+            let wide = (0..<(rows * width)).map { i -> Int64 in
+                [-(Int64(1) << 61), (Int64(1) << 61), -1, 0, 1 << 40, -(1 << 33) - 1][i % 6] &+ Int64.random(in: -(1 << 45)...(1 << 45), using: &rng) * Int64(i % 2)
+            }
+            let m = (0..<width).map { _ in Int32.random(in: (Int32.min + 1)...Int32.max, using: &rng) }
+            let sh = (0..<width).map { _ in Int32.random(in: 31...62, using: &rng) }
+            let attrs: [String: Attribute] = ["out": .string("i32")]
+            let y = width == 1
+                ? ints(try run(.rescale, [(TensorType(.i64, [rows, width]), .i64(wide))], ["multiplier": .int(Int(m[0])), "shift": .int(Int(sh[0])), "out": .string("i32")]))
+                : ints(try run(.rescale, [(TensorType(.i64, [rows, width]), .i64(wide))],
+                               consts: [(TensorType(.i32, [width]), .i32(m)), (TensorType(.i32, [width]), .i32(sh))], attrs))
+            for (i, (xi, yi)) in zip(wide, y).enumerated() where yi != sat(oracleRound(Int128(xi) * Int128(m[i % width]), Int(sh[i % width])), 32) {
+                return XCTFail("width \(width) x \(xi) m \(m[i % width]) s \(sh[i % width]): got \(yi)")
+            }
+        }
         // Ties round toward +∞: 3/2 → 2, −3/2 → −1.
         let t = ints(try run(.rescale, [(TensorType(.i32, [2]), .i32([3, -3]))], ["multiplier": .int(1), "shift": .int(1), "out": .string("i32")]))
         XCTAssertEqual(t, [2, -1])
