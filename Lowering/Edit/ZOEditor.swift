@@ -33,6 +33,8 @@ public struct EditSettings: Sendable, Equatable {
     /// Stop once every target token has at least this probability on every rewrite prompt.
     public var stopProbability: Double = 0.5
     public var seed: UInt64 = 0
+    /// The weight form of the int graphs (see `WeightForm.editing`).
+    public var weights: WeightForm = .editing
     public init() {}
 
     /// The settings as named attributes (how a plan records them).
@@ -40,7 +42,8 @@ public struct EditSettings: Sendable, Equatable {
         ["layer": .int(layer), "directions": .int(directions), "perturbation": .float(Double(perturbation)),
          "learning_rate": .float(Double(learningRate)), "max_steps": .int(maxSteps), "context_prefixes": .int(contextPrefixes),
          "context_tokens": .int(contextTokens), "kl_factor": .float(Double(klFactor)), "clamp": .float(Double(clamp)),
-         "weight_decay": .float(Double(weightDecay)), "decay": .float(Double(decay)), "injection": .string(injection.rawValue), "stop_probability": .float(stopProbability), "seed": .string(String(seed))]
+         "weight_decay": .float(Double(weightDecay)), "decay": .float(Double(decay)), "injection": .string(injection.rawValue), "stop_probability": .float(stopProbability), "seed": .string(String(seed)),
+         "weights": .string(weights.rawValue)]
     }
 
     /// Reads settings written by `attributes` under `prefix`; `bad(field, why)` makes the error.
@@ -63,6 +66,13 @@ public struct EditSettings: Sendable, Equatable {
             throw bad(prefix + "injection", "missing (subject or update)")
         }
         injection = i
+        // Plans made before the setting existed were per channel.
+        if case let .string(w)? = a[prefix + "weights"] {
+            guard let f = WeightForm(rawValue: w) else { throw bad(prefix + "weights", "'\(w)' is neither blocks nor per-channel") }
+            weights = f
+        } else {
+            weights = .perChannel
+        }
     }
 }
 
@@ -166,6 +176,9 @@ public final class ZOEditor {
 
     public init(model: LanguageModel, settings: EditSettings) throws {
         guard model.precision == .int else { throw RuntimeError.badRequest("editing runs on the int path") }
+        guard model.weightForm == settings.weights else {
+            throw RuntimeError.badRequest("the settings ask for \(settings.weights.rawValue) weights, the model was loaded with \(model.weightForm.rawValue)")
+        }
         guard (0..<model.config.layers).contains(settings.layer) else {
             throw RuntimeError.badRequest("layer \(settings.layer) is outside 0..<\(model.config.layers)")
         }

@@ -76,13 +76,14 @@ func floats(_ source: ConstantSource) throws -> [Float] {
 /// - blocks: block_fully_connected, GGUF's blocks held exactly (zobench fidelity: mean KL 0.0037,
 ///   16/16 top-1, greedy 4/6), where K is a multiple of 32;
 /// - perChannel: fully_connected with i8 per output channel (KL 0.0086, greedy 1/6), whose
-///   kernel runs a ZO step graph 1.8× faster (zobench edit-step: 0.91 s vs 1.63 s).
+///   kernel runs a ZO step graph 1.5× faster (zobench edit-step: 0.89 s vs 1.37 s).
 public enum WeightForm: String, Sendable, CaseIterable {
     case blocks
     case perChannel = "per-channel"
 
-    /// The form edit plans and their evaluation use: a plan's time goes to step graphs, and the
-    /// per-channel kernel runs them 1.8× faster (the block kernel's per-block sums and 4-bit unpacking cost that).
+    /// The form edit plans use unless told otherwise (`EditSettings.weights`): a plan's time goes
+    /// to step graphs, and the per-channel kernel runs them 1.5× faster (the block kernel's
+    /// per-block sums and 4-bit unpacking cost that).
     public static let editing = WeightForm.perChannel
 }
 

@@ -138,7 +138,7 @@ struct Compile: ParsableCommand {
         let requests = try EditRequests.load(path: edits)
         guard from >= 0, from < requests.count else { throw CLIError("\(edits): has \(requests.count) records; --from \(from) is outside") }
         let batch = Array(requests[from..<min(requests.count, from + (count ?? requests.count))])
-        let editor = try ZOEditor(model: LanguageModel(path: model, precision: .int, weightForm: .editing), settings: options.settings)
+        let editor = try ZOEditor(model: LanguageModel(path: model, precision: .int, weightForm: options.weights), settings: options.settings)
         let bytes = try EditPlan.build(editor: editor, requests: batch) { i in
             FileHandle.standardError.write(Data("compiled edit \(i)/\(batch.count)\n".utf8))
         }
@@ -170,7 +170,6 @@ struct Inspect: ParsableCommand {
 
 extension Profile: ExpressibleByArgument {}
 extension ClipRule: ExpressibleByArgument {}
-extension WeightForm: ExpressibleByArgument {}
 
 struct CLIError: Error, CustomStringConvertible {
     let description: String

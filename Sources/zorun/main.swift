@@ -38,7 +38,6 @@ struct ModelOption: ParsableArguments {
 
 extension LanguageModel.Precision: ExpressibleByArgument {}
 extension ClipRule: ExpressibleByArgument {}
-extension WeightForm: ExpressibleByArgument {}
 
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Greedy generation with a KV cache; tokens stream to stdout.")
@@ -167,7 +166,7 @@ struct Edit: ParsableCommand {
     func run() throws {
         let requests = try EditRequests.load(path: edits)
         guard from >= 0, from < requests.count else { throw CLIError("\(edits): has \(requests.count) records; --from \(from) is outside") }
-        let lm = try LanguageModel(path: model, precision: .int, weightForm: .editing)
+        let lm = try LanguageModel(path: model, precision: .int, weightForm: options.weights)
         let editor = try ZOEditor(model: lm, settings: options.settings)
         let batch = Array(requests[from..<min(requests.count, from + count)])
         let wname = "blk.\(options.layer).ffn_down.weight"
@@ -202,7 +201,7 @@ struct Run: ParsableCommand {
         let original = try weights.interpreter.constant(wname + ".i8")
         var source: LanguageModel?
         if eval || out != nil || outDir != nil {
-            let lm = try LanguageModel(path: model, precision: eval ? .int : .fp32, weightForm: .editing)
+            let lm = try LanguageModel(path: model, precision: eval ? .int : .fp32, weightForm: p.settings.weights)
             guard SHA256.hex(lm.gguf.file.bytes) == p.artifact.manifest.provenance.sha256 else {
                 throw CLIError("\(model) is not the model \(plan) was compiled from (\(p.artifact.manifest.provenance.fileName), sha256 \(p.artifact.manifest.provenance.sha256))")
             }

@@ -58,6 +58,7 @@ final class EditGraphTests: XCTestCase {
     func testRequantizingTheOriginalDownProjectionIsExact() throws {
         let lm = try NPUModelTests.model()
         let name = "blk.6.ffn_down.weight"
+        try lm.makeEditable(name)  // the shared model lowers weights in blocks; edits rewrite the per-channel form
         let original = try XCTUnwrap(try lm.int8Weight(name))
         let live = LiveWeights(model: lm, also: [])
         let w = try live.downProjection(layer: 6)
@@ -70,9 +71,20 @@ final class EditGraphTests: XCTestCase {
         try lm.restoreWeight(name, original)
     }
 
+    /// An editor refuses a model lowered with other weights than its settings name.
+    func testEditorRefusesAModelWithOtherWeights() throws {
+        let lm = try NPUModelTests.model()
+        var s = EditSettings()
+        s.weights = lm.weightForm == .blocks ? .perChannel : .blocks
+        XCTAssertThrowsError(try ZOEditor(model: lm, settings: s)) { e in
+            XCTAssertTrue("\(e)".contains(s.weights.rawValue) && "\(e)".contains(lm.weightForm.rawValue), "\(e)")
+        }
+    }
+
     func testCachedEditGraphIsExactlyTheFullForward() throws {
         let lm = try NPUModelTests.model()
         var s = EditSettings()
+        s.weights = lm.weightForm
         s.contextPrefixes = 1
         s.directions = 1
         let editor = try ZOEditor(model: lm, settings: s)
@@ -135,6 +147,7 @@ final class EditPlanTests: XCTestCase {
     func testPlanRunMatchesTheLiveEdit() throws {
         let lm = try NPUModelTests.model()
         var s = EditSettings()
+        s.weights = lm.weightForm
         s.contextPrefixes = 1; s.directions = 2; s.maxSteps = 2
         let editor = try ZOEditor(model: lm, settings: s)
         let path = TestPaths.data.appendingPathComponent("knowedit_zsre/ZsRE-test-all.json").path

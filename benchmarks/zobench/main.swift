@@ -260,6 +260,7 @@ struct EditStep: ParsableCommand {
         let lm = try LanguageModel(path: model, precision: .int, weightForm: weights)
         var s = EditSettings()
         s.directions = directions
+        s.weights = weights
         let editor = try ZOEditor(model: lm, settings: s)
         let request = try EditRequests.load(path: edits)[record]
         let layout = try EditLayout(request, prefixes: editor.prefixes, tokenizer: lm.tokenizer)
@@ -317,7 +318,9 @@ struct Kernels: ParsableCommand {
         print(String(format: "int16 multiply-add peak (vpmaddwd loop, best of 3): %.1f GMAC/s on 1 thread, %.1f GMAC/s on %d", p1 / 1e9, pN / 1e9, Threads.count))
         // The shapes of the step graph's matmuls, with how often each occurs.
         let lm = try LanguageModel(path: model, precision: .int, weightForm: weights)
-        let editor = try ZOEditor(model: lm, settings: EditSettings())
+        var settings = EditSettings()
+        settings.weights = weights
+        let editor = try ZOEditor(model: lm, settings: settings)
         let g = try editor.runner(try EditRequests.load(path: edits)[record]).start().step
         let f = g.interpreter.module.function(g.name)!
         var count: [Shape: Int] = [:], order: [Shape] = []
@@ -402,7 +405,7 @@ struct EditDirections: ParsableCommand {
     @Option(help: "Perturbation norm relative to ‖v_init‖.") var perturbation: Float = 0.3
 
     func run() throws {
-        let lm = try LanguageModel(path: model, precision: .int)
+        let lm = try LanguageModel(path: model, precision: .int, weightForm: .editing)
         var settings = EditSettings()
         settings.directions = 3 + random
         let editor = try ZOEditor(model: lm, settings: settings)
