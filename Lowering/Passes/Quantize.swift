@@ -3,7 +3,9 @@ import ZOIR
 
 /// quantize: rewrites a decomposed, calibrated float function into the npu profile.
 ///
-/// - Weights of fully_connected become symmetric per-output-channel i8 (scale max|w_n|/127).
+/// - Weights of fully_connected become block_fully_connected's blocks of 32 (GGUF's Q4_1 and Q8_0
+///   blocks held exactly; `WeightForm`), or symmetric per-output-channel i8 (`--weights per-channel`,
+///   K not a multiple of 32, and the weight an edit rewrites).
 /// - Activations are i16 with per-tensor scale range/32767 (`range` from calibrate), zero point 0.
 /// - Exact integers are kept wide (i32/i64) as long as the catalog allows: accumulators, products,
 ///   sums and the softmax scores stay exact, and are rescaled to i16 only where an op needs i16
