@@ -61,10 +61,13 @@ final class IntKernelTests: XCTestCase {
                 XCTAssertEqual(y[r * n + j], acc, "rows \(rows) k \(k) n \(n) at [\(r), \(j)]")
             } }
         }
-        // Every product at its extreme, −32768 · −128, over 4096 inputs (4 rows: the vector path).
-        let ext = ints(try run(.fullyConnected, [(TensorType(.i16, [4, 4096]), .i16(Array(repeating: .min, count: 4 * 4096)))],
-                               consts: [(TensorType(.i8, [2, 4096]), .i8(Array(repeating: .min, count: 2 * 4096)))]))
-        XCTAssertEqual(ext, Array(repeating: Int64(32768 * 128 * 4096), count: 8))
+        // Every product at its extreme, −32768 · −128, over 2048 inputs (the one-block loop at its
+        // longest) and 4096 (two blocks), 4 rows: the vector path.
+        for k in [2048, 4096] {
+            let ext = ints(try run(.fullyConnected, [(TensorType(.i16, [4, k]), .i16(Array(repeating: .min, count: 4 * k)))],
+                                   consts: [(TensorType(.i8, [2, k]), .i8(Array(repeating: .min, count: 2 * k)))]))
+            XCTAssertEqual(ext, Array(repeating: Int64(32768 * 128 * k), count: 8), "k \(k)")
+        }
         // The extreme: every product −32768 · −127 over 1536 terms needs more than 32 bits.
         let big = ints(try run(.fullyConnected, [(TensorType(.i16, [1, 1536]), .i16(Array(repeating: .min, count: 1536)))],
                                consts: [(TensorType(.i8, [1, 1536]), .i8(Array(repeating: -127, count: 1536)))]))
