@@ -257,9 +257,12 @@ def main():
             zo_rows, compile_s, rss = run_zo(a, d)
         zo_med = statistics.median(r["seconds"] for r in zo_rows)
         for r in zo_rows:
-            print(f"zo   [{a.first + int(r['record'])}]: {r['seconds']:.1f} s, {int(r['steps'])} steps, "
+            print(f"zo   [{int(r['record'])}]: {r['seconds']:.1f} s, {int(r['steps'])} steps, {int(r['evaluations'])} evaluations, "
                   f"stopped early {r['stopped_early']}, min p(target) after the update {r['min_target_probability_after_update']:.3f}")
-        print(f"zo (int8/int16 interpreter, zorun run): median {zo_med:.1f} s per edit; zoc compile {compile_s:.1f} s for "
+        evals = sorted(int(r["evaluations"]) for r in zo_rows)
+        print(f"zo (int8/int16 interpreter, zorun run): median {zo_med:.1f} s per edit; step-graph evaluations per edit: "
+              f"median {statistics.median(evals):.0f}, p90 {evals[min(len(evals) - 1, int(0.9 * len(evals)))]}; "
+              f"{sum(bool(r['stopped_early']) for r in zo_rows)} of {len(zo_rows)} stopped early; zoc compile {compile_s:.1f} s for "
               f"{len(zo_rows)} edits; zorun run peak RSS {rss:.0f} MiB")
         print(f"ratio zo / PyTorch ROME (median s per edit): {zo_med / rome_med:.2f}x")
         result.update({"zo": zo_rows, "zo_median_seconds": zo_med, "zo_compile_seconds": compile_s,
