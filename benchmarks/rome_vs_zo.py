@@ -10,8 +10,10 @@ after "The", "Therefore", "Because", "I", "You"); the value δ is found by Adam 
 25 steps, ROME's stop at NLL < 0.05) on the target NLL over the 21 prompts + 0.0625·KL at
 "{subject} is a" + 1e-3·‖δ‖/‖v‖², ‖δ‖ ≤ 4‖v‖; the update is r-ROME's with the averaged key in u
 and r (the same update zorun applies). Times are per edit, after the model is loaded and the
-templates are made (ROME caches them across edits; zo's plan holds its prefixes).
-Prints the median seconds per edit of each, their ratio, and rewrite accuracy after each edit.
+templates are made (ROME caches them across edits; zo's plan holds its prefixes). Each record
+gets its own plan (compiled first), and the edits alternate: ROME on record i, then zorun run on
+its plan, so both meet the same spell of a noisy machine. Prints per edit and as medians: seconds,
+steps and evaluations, peak RSS of zorun, the ratio, and ROME's rewrite accuracy after each edit.
 """
 import argparse
 import json
@@ -204,21 +206,24 @@ def requests(path, first, count):
     return out
 
 
-def run_zo(a, workdir):
-    plan = os.path.join(workdir, "plan.zo")
-    report = os.path.join(workdir, "zo-report.json")
-    t = time.time()
+def compile_zo(a, workdir, record):
+    """zoc compile of one record's plan; returns its path."""
+    plan = os.path.join(workdir, f"plan-{record}.zo")
     subprocess.run([os.path.join(a.zo_bin, "zoc"), "compile", "--model", a.model, "--edits", a.edits,
-                    "--from", str(a.first), "--count", str(a.count), "--layer", str(a.layer), "-o", plan],
+                    "--from", str(record), "--count", "1", "--layer", str(a.layer), "-o", plan],
                    check=True, stdout=subprocess.DEVNULL)
-    compile_s = time.time() - t
-    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", os.path.join(workdir, "rss"), os.path.join(a.zo_bin, "zorun"), "run", plan,
+    return plan
+
+
+def run_zo(a, plan, workdir):
+    """zorun run of one plan: its report row and the process's peak RSS in MiB."""
+    report, rss = os.path.join(workdir, "zo-report.json"), os.path.join(workdir, "rss")
+    subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss, os.path.join(a.zo_bin, "zorun"), "run", plan,
                     "--model", a.model, "--report", report], check=True, stdout=subprocess.DEVNULL)
     with open(report) as f:
-        rows = json.load(f)
-    with open(os.path.join(workdir, "rss")) as f:
-        rss_mib = int(f.read().split()[-1]) / 1024
-    return rows, compile_s, rss_mib
+        row = json.load(f)[0]
+    with open(rss) as f:
+        return row, int(f.read().split()[-1]) / 1024
 
 
 def main():
@@ -240,7 +245,14 @@ def main():
     model = TorchLlama(a.model)
     rome = Rome(model, tok, a.layer)
     original = model.w[f"blk.{a.layer}.ffn_down.weight"].clone()
-    rome_rows = []
+    workdir = tempfile.TemporaryDirectory()
+    plans, compile_s = [], 0.0
+    if not a.skip_zo:
+        t = time.time()
+        plans = [compile_zo(a, workdir.name, a.first + i) for i in range(len(reqs))]
+        compile_s = time.time() - t
+    # Alternating: edit i by ROME, then by zo, so both see the same spell of the machine's noise.
+    rome_rows, zo_rows, rss = [], [], 0.0
     for i, (prompt, subject, target) in enumerate(reqs):
         t = time.time()
         acc, steps = rome.edit(prompt, subject, target)
@@ -248,17 +260,20 @@ def main():
         model.w[f"blk.{a.layer}.ffn_down.weight"].copy_(original)  # single editing
         rome_rows.append({"record": a.first + i, "seconds": s, "steps": steps, "rewrite": acc * 100})
         print(f"rome [{a.first + i}] {prompt!r} -> {target!r}: {s:.1f} s, {steps} steps, rewrite {acc * 100:.0f}", flush=True)
+        if plans:
+            r, m = run_zo(a, plans[i], workdir.name)
+            zo_rows.append(r)
+            rss = max(rss, m)
+            print(f"zo   [{int(r['record'])}]: {r['seconds']:.1f} s, {int(r['steps'])} steps, {int(r['evaluations'])} evaluations, "
+                  f"stopped early {r['stopped_early']}, min p(target) after the update {r['min_target_probability_after_update']:.3f}, "
+                  f"peak RSS {m:.0f} MiB", flush=True)
+    workdir.cleanup()
     rome_med = statistics.median(r["seconds"] for r in rome_rows)
     print(f"PyTorch backprop ROME (fp32, {a.threads} threads): median {rome_med:.1f} s per edit over {len(rome_rows)} edits, "
           f"rewrite {statistics.mean(r['rewrite'] for r in rome_rows):.1f}")
     result = {"rome": rome_rows, "rome_median_seconds": rome_med}
-    if not a.skip_zo:
-        with tempfile.TemporaryDirectory() as d:
-            zo_rows, compile_s, rss = run_zo(a, d)
+    if zo_rows:
         zo_med = statistics.median(r["seconds"] for r in zo_rows)
-        for r in zo_rows:
-            print(f"zo   [{int(r['record'])}]: {r['seconds']:.1f} s, {int(r['steps'])} steps, {int(r['evaluations'])} evaluations, "
-                  f"stopped early {r['stopped_early']}, min p(target) after the update {r['min_target_probability_after_update']:.3f}")
         evals = sorted(int(r["evaluations"]) for r in zo_rows)
         print(f"zo (int8/int16 interpreter, zorun run): median {zo_med:.1f} s per edit; step-graph evaluations per edit: "
               f"median {statistics.median(evals):.0f}, p90 {evals[min(len(evals) - 1, int(0.9 * len(evals)))]}; "

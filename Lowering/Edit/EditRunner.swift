@@ -84,6 +84,14 @@ public struct PrefixRun {
 
     public var valueNorm: Float { ((try? valueInit) ?? []).reduce(0) { $0 + $1 * $1 }.squareRoot() }
 
+    /// log p₀ at the KL row (the last scored row): the unedited model's log-probabilities there.
+    public var klBase: [Float] {
+        get throws {
+            let V = config.vocab, row = layout.scored.map(\.count).reduce(0, +) - 1
+            return logSoftmax(try i16("logits")[(row * V)..<((row + 1) * V)], scale: logitScale).map(Float.init)
+        }
+    }
+
     /// k̄: the down-projection's input at the subject row, averaged over the rewrite prompts.
     var averagedKey: [Float] {
         get throws {
@@ -159,13 +167,11 @@ public final class EditRunner {
         public let base: PrefixRun
         public let valueInit: [Float], key: [Float]
         public let valueNorm: Float
-        let klBase: [Double]
         public let step: EditGraph, probe: EditGraph
     }
 
     public func start() throws -> Start {
-        let layout = program.layout, V = config.vocab, D = config.hidden, L = settings.layer
-        let klRow = layout.scored.map(\.count).reduce(0, +) - 1
+        let layout = program.layout, D = config.hidden, L = settings.layer
         let base = try prefixRun()
         let vInit = try base.valueInit, key = try base.averagedKey
         func bound(_ name: String) throws -> EditGraph {
@@ -174,39 +180,34 @@ public final class EditRunner {
             return try g.binding(base.stepInputs(layer: L, copies: g.copies), rowWeights: weights)
         }
         return Start(base: base, valueInit: vInit, key: key, valueNorm: vInit.reduce(0) { $0 + $1 * $1 }.squareRoot(),
-                     klBase: logSoftmax(try base.i16("logits")[(klRow * V)..<((klRow + 1) * V)], scale: base.logitScale),
                      step: try bound(program.step), probe: try bound(program.probe))
     }
 
     /// The edit loss at each point (δ of copy c of `g`): target NLL (token-mean per rewrite
-    /// prompt, averaged over them) + kl_factor · KL(p_δ ‖ p_0) at the KL prompt + wd · ‖δ‖ / ‖v_init‖².
+    /// prompt, averaged over them) + kl_factor · KL(p_δ ‖ p_0) at the KL prompt + wd · ‖δ‖ / ‖v_init‖²,
+    /// from the loss terms the graph reduced.
     public func losses(_ st: Start, _ g: EditGraph, _ points: [[Float]]) throws -> [Double] {
-        let layout = program.layout, s = settings, V = config.vocab
-        let N = layout.scored.map(\.count).reduce(0, +), klRow = N - 1
-        let offsets = layout.scored.map(\.count).reduce(into: [0]) { $0.append($0.last! + $1) }
-        let vNorm = Double(st.valueNorm)
-        let logits = try g.logits(points)
-        return points.enumerated().map { c, point in
+        let layout = program.layout, s = settings, vNorm = Double(st.valueNorm)
+        return try zip(g.lossTerms(points), points).map { terms, point in
+            guard let kl = terms.kl else { throw RuntimeError.badRequest("@\(g.name) reduces no KL term") }
             var nll = 0.0
             for p in 0..<layout.rewriteCount {
-                var sum = 0.0
-                for (j, t) in layout.targets.enumerated() {
-                    let row = (c * N + offsets[p] + j) * V
-                    sum -= logSoftmax(logits[row..<(row + V)], scale: g.logitScale)[t]
-                }
-                nll += sum / Double(layout.targets.count)
+                nll -= (0..<layout.targets.count).reduce(0.0) { $0 + terms.targetLogProbability(p * layout.targets.count + $1) }
+                    / Double(layout.targets.count)
             }
             nll /= Double(layout.rewriteCount)
-            let row = (c * N + klRow) * V
-            let lp = logSoftmax(logits[row..<(row + V)], scale: g.logitScale)
-            var kl = 0.0
-            for i in 0..<V { kl += exp(lp[i]) * (lp[i] - st.klBase[i]) }
             let dn = Double(point.reduce(0) { $0 + $1 * $1 }.squareRoot())
             return nll + Double(s.klFactor) * kl + Double(s.weightDecay) * dn / (vNorm * vNorm)
         }
     }
 
-    /// The smallest probability of a target token on a rewrite prompt, from a one-copy graph's logits.
+    /// The smallest probability of a target token on a rewrite prompt, from a one-copy graph.
+    func minTargetProbability(_ g: EditGraph, _ delta: [Float]) throws -> Double {
+        let terms = try g.lossTerms([delta])[0], n = program.layout.rewriteCount * program.layout.targets.count
+        return (0..<n).map { exp(terms.targetLogProbability($0)) }.min() ?? 1
+    }
+
+    /// The same from i16 logits of the scored rows (the prefix function's), scale `scale`.
     func minTargetProbability(_ logits: [Int16], scale: Float) -> Double {
         let layout = program.layout, V = config.vocab
         let offsets = layout.scored.map(\.count).reduce(into: [0]) { $0.append($0.last! + $1) }
@@ -235,7 +236,7 @@ public final class EditRunner {
         let w = try weights.downProjection(layer: L)
         var update: (edited: [Float], clipped: Int, pAfter: Double)?
         while true {
-            pmin = minTargetProbability(try probe.logits([delta]), scale: probe.logitScale)
+            pmin = try minTargetProbability(probe, delta)
             if pmin > s.stopProbability {
                 // Stop only if the edit survives the rank-one update on the int grid; else undo it and go on.
                 let u = try applyUpdate(delta, key: st.key, to: w, weights: weights)
@@ -281,7 +282,7 @@ public final class EditRunner {
 }
 
 /// log-softmax of one row of i16 logits with scale `scale`, in f64.
-func logSoftmax(_ row: ArraySlice<Int16>, scale: Float) -> [Double] {
+public func logSoftmax(_ row: ArraySlice<Int16>, scale: Float) -> [Double] {
     let x = row.map { Double($0) * Double(scale) }
     let m = x.max() ?? 0
     let lse = m + log(x.reduce(0.0) { $0 + exp($1 - m) })
@@ -296,7 +297,9 @@ public final class EditGraph {
     public let name: String
     public let layout: EditLayout
     public let copies: Int, rows: Int
-    public let deltaScale: Float, logitScale: Float
+    public let deltaScale: Float
+    /// The scale of the "logits" result, for a graph that returns them.
+    public let logitScale: Float?
     let hidden: Int
     /// Inputs other than δ (embedded rows, or the prefix's residual stream and caches).
     let fixed: [String: TensorData]
@@ -315,7 +318,7 @@ public final class EditGraph {
         copies = d.type.shape[0] / layout.sequences.count
         rows = d.type.shape[1]
         deltaScale = try Self.scale(d.type, "@\(name) delta")
-        logitScale = try Self.scale(f.results.first { $0.0 == "logits" }.map { f.type(of: $0.1) }, "@\(name) logits")
+        logitScale = try f.results.first { $0.0 == "logits" }.map { try Self.scale(f.type(of: $0.1), "@\(name) logits") }
     }
 
     static func scale(_ t: TensorType?, _ what: String) throws -> Float {
@@ -354,11 +357,51 @@ public final class EditGraph {
         try EditGraph(interpreter: interpreter, name: name, layout: layout, hidden: hidden, fixed: inputs, rowWeights: rowWeights)
     }
 
-    /// The i16 logits [copies, scored rows, V].
+    /// The i16 logits [copies, scored rows, V] (a graph that returns them).
     public func logits(_ deltas: [[Float]]) throws -> [Int16] {
         guard case let .i16(l)? = try run(deltas)["logits"] else { throw RuntimeError.badRequest("@\(name) returned no i16 logits") }
         return l
     }
+
+    /// Each copy's loss terms (LossHead), in real units.
+    public func lossTerms(_ deltas: [[Float]]) throws -> [LossTerms] { try lossTerms(of: run(deltas)) }
+
+    /// The loss terms of a run's results.
+    public func lossTerms(of out: [String: TensorData]) throws -> [LossTerms] {
+        func read(_ k: String) throws -> (values: [Int64], scale: Double)? {
+            guard let v = out[k] else { return nil }
+            guard let g = WideGrid(interpreter.module.attributes["grid.\(name).\(k)"]) else {
+                throw RuntimeError.badRequest("@\(name): \(k) has no recorded grid")
+            }
+            return (v.int64Values, g.scale)
+        }
+        guard let m = try read("loss.max"), let z = try read("loss.exp_sum"), let t = try read("loss.target") else {
+            throw RuntimeError.badRequest("@\(name) returns no loss terms (loss.max, loss.exp_sum, loss.target): a plan from an older zoc? compile it again")
+        }
+        let a = try read("loss.kl_sum"), z1 = try read("loss.kl_exp_sum")
+        let rows = m.values.count / copies, targets = t.values.count / copies
+        return (0..<copies).map { c in
+            let lse = (0..<rows).map { r in Double(m.values[c * rows + r]) * m.scale + log(Double(z.values[c * rows + r]) * z.scale) }
+            var kl: Double?
+            if let a = a, let z1 = z1 {
+                let zc = Double(z1.values[c]) * z1.scale
+                kl = Double(a.values[c]) * a.scale / zc - log(zc)
+            }
+            return LossTerms(logSumExp: lse, targetLogits: (0..<targets).map { Double(t.values[c * targets + $0]) * t.scale }, kl: kl)
+        }
+    }
+}
+
+/// One copy's loss terms (LossHead) in real units: log Σ exp(l) of each scored row, the logits of
+/// the target tokens (rewrite prompts' rows in order), and KL(p ‖ p₀) at the KL row (p within
+/// 10.4 nats of its top, renormalised: see LossHead).
+public struct LossTerms: Sendable {
+    public var logSumExp: [Double]
+    public var targetLogits: [Double]
+    public var kl: Double?
+
+    /// log p of target k (the k-th row with a target; the rows with targets come first).
+    public func targetLogProbability(_ k: Int) -> Double { targetLogits[k] - logSumExp[k] }
 }
 
 extension TensorData {

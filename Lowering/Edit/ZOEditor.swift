@@ -113,6 +113,14 @@ public struct EditLayout: Sendable {
         return m
     }
 
+    /// The loss terms an editing graph reduces (LossHead): each rewrite prompt's target tokens on
+    /// its scored rows, and with `klBase` (log p₀ at the KL row) the KL term on the last row.
+    public func lossHead(klBase: [Float]?) -> LossHead {
+        let targetRows = (0..<rewriteCount).flatMap { _ in targets.map { Optional($0) } }
+        let all = targetRows + Array(repeating: nil, count: scored.map(\.count).reduce(0, +) - targetRows.count)
+        return LossHead(targets: all, kl: klBase.map { (all.count - 1, $0) })
+    }
+
     /// Token ids of rows first..<first+rows of each left-padded prompt, prompt after prompt.
     public func paddedIDs(first: Int, rows: Int, padID: Int) -> [Int] {
         var ids: [Int] = []
@@ -219,6 +227,9 @@ public final class ZOEditor {
         c.setRange(location: "edit.resume", h)
         // The scored rows are slices of the last residual stream.
         if let f = c.finalResidualRange { c.setRange(location: "edit.scored", f) }
+        // The loss terms' only ranged op is exp(l − max l): its table spans the widest domain, 16 nats
+        // (a token 16 nats below the top weighs < 1e-7).
+        c.setRange(location: "edit.loss", 16)
         return c
     }
 
@@ -231,7 +242,8 @@ public final class ZOEditor {
     /// from the subject on, and reads the later layers' keys and values of the rows before it.
     /// Without (the full graph): every layer on every row, the reference the step graph must match
     /// exactly.
-    func lowerGraph(_ name: String, _ layout: EditLayout, copies: Int, deltaRange: Double?, grids: [String: WideGrid]?) throws -> Module {
+    func lowerGraph(_ name: String, _ layout: EditLayout, copies: Int, deltaRange: Double?, grids: [String: WideGrid]?,
+                    loss: LossHead, logits: Bool = false) throws -> Module {
         let c = try compiler(deltaRange: deltaRange)
         for (k, g) in grids ?? [:] { c.setGrid(param: k, g) }
         let cached = grids != nil
@@ -239,7 +251,8 @@ public final class ZOEditor {
         let first = cached ? C : 0, rows = cached ? T : C + T
         let shape = ForwardShape(batch: copies * layout.sequences.count, seqLen: rows, cacheLen: first, injectLayer: settings.layer,
                                  scored: ScoredRows(copies: copies, rows: layout.scoredRows(first: first)),
-                                 padMask: layout.mask(copies: copies, first: first, rows: rows), startLayer: cached ? settings.layer : nil)
+                                 padMask: layout.mask(copies: copies, first: first, rows: rows), logits: logits,
+                                 startLayer: cached ? settings.layer : nil, loss: loss)
         return try c.lower(name, shape)
     }
 
@@ -279,8 +292,9 @@ public final class ZOEditor {
         program.deltaRange = Double(settings.clamp * run.valueNorm)
         let range = program.deltaRange
         var m = pm
-        m.merge(try lowerGraph(names.step, layout, copies: 2 * settings.directions, deltaRange: range, grids: grids))
-        m.merge(try lowerGraph(names.probe, layout, copies: 1, deltaRange: range, grids: grids))
+        m.merge(try lowerGraph(names.step, layout, copies: 2 * settings.directions, deltaRange: range, grids: grids,
+                               loss: layout.lossHead(klBase: try run.klBase)))
+        m.merge(try lowerGraph(names.probe, layout, copies: 1, deltaRange: range, grids: grids, loss: layout.lossHead(klBase: nil)))
         return (m, program)
     }
 
@@ -296,16 +310,18 @@ public final class ZOEditor {
     }
 
     /// The full editing graph of a compiled edit (every layer on every row, `copies` copies), bound
-    /// to its embedded prompts: the reference its step function must match bit for bit.
+    /// to its embedded prompts: the reference its step function must match bit for bit. It returns
+    /// the scored rows' logits as well as the step function's loss terms.
     public func fullGraph(_ runner: EditRunner, copies: Int) throws -> EditGraph {
         counter += 1
         let layout = runner.program.layout, name = "edit\(counter)_full"
-        let m = try lowerGraph(name, layout, copies: copies, deltaRange: runner.program.deltaRange, grids: nil)
+        let st = try runner.start()
+        let m = try lowerGraph(name, layout, copies: copies, deltaRange: runner.program.deltaRange, grids: nil,
+                               loss: layout.lossHead(klBase: try st.base.klBase), logits: true)
         let f = m.function(name)!
         let rows = layout.cacheLength + layout.suffixLength
         let e = try embedRows(layout.paddedIDs(first: 0, rows: rows, padID: model.tokenizer.eosID ?? 0))
         let scale = try EditGraph.scale(f.params.first { $0.name == "embeddings" }?.type, "@\(name) embeddings")
-        let st = try runner.start()
         return try EditGraph(interpreter: interpreter(m), name: name, layout: layout, hidden: model.config.hidden,
                              fixed: ["embeddings": TensorData.i16(EditGraph.quantize(e, scale)).repeated(copies)],
                              rowWeights: settings.injection == .update ? st.base.keyResponse(st.key, first: 0, rows: rows) : nil)

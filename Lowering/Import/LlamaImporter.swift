@@ -34,14 +34,16 @@ public struct ForwardShape: Hashable, Sendable {
     public var startLayer: Int?
     /// Editing (a prefix graph): also return this layer's "attn_residual" and "ffn_out".
     public var exportLayer: Int?
+    /// Editing: the loss terms reduced after the scored rows' logits (see LossHead).
+    public var loss: LossHead?
 
     /// A decode function (cacheLen > 0 without padMask) always returns its new keys and values.
     public init(batch: Int = 1, seqLen: Int, cacheLen: Int = 0, emitCache: Bool = false,
                 injectLayer: Int? = nil, scored: ScoredRows? = nil, probeLayer: Int? = nil, padMask: [Float]? = nil, logits: Bool = true,
-                startLayer: Int? = nil, exportLayer: Int? = nil) {
+                startLayer: Int? = nil, exportLayer: Int? = nil, loss: LossHead? = nil) {
         self.batch = batch; self.seqLen = seqLen; self.cacheLen = cacheLen; self.emitCache = emitCache || (cacheLen > 0 && padMask == nil)
         self.injectLayer = injectLayer; self.scored = scored; self.probeLayer = probeLayer; self.padMask = padMask; self.logits = logits
-        self.startLayer = startLayer; self.exportLayer = exportLayer
+        self.startLayer = startLayer; self.exportLayer = exportLayer; self.loss = loss
     }
 
     /// The first layer the function runs whole.
@@ -56,6 +58,37 @@ public struct ScoredRows: Hashable, Sendable {
     public var rows: [Range<Int>]
     public init(copies: Int, rows: [Range<Int>]) { self.copies = copies; self.rows = rows }
     public var count: Int { rows.map(\.count).reduce(0, +) }
+}
+
+/// The edit loss's terms, reduced inside an editing graph so a step returns a few numbers per copy
+/// instead of [copies, N, V] logits. Over the scored rows' logits l [copies, N, V]:
+///   "loss.max"     m = max_v l                                   [copies, N, 1]
+///   "loss.exp_sum" Z = Σ_v exp((l − m)/2)²                        [copies, N, 1]
+///   "loss.target"  l at each target token, row by row            [copies, rows with a target, 1]
+///   "loss.kl_sum"  A = Σ_v e·(l − m − log p₀), e = exp(l − m)      [copies, 1, 1] at the KL row
+///   "loss.kl_exp_sum" Z₁ = Σ_v e                                  [copies, 1, 1]
+/// The host finishes with a few logs: log p(t) = l_t − m − log Z, KL = A / Z₁ − log Z₁.
+/// Why the square: an int16 table of exp reaches only 10.4 nats below the top (e^−10.4 = 1/32767),
+/// and the tokens beyond hold 0.2–1% of the mass on this model (NLL up to 0.01 nats low); the square of
+/// a table of exp(x/2) reaches 20.8 nats. The KL term uses the plain table: it is the KL of p
+/// restricted to tokens within 10.4 nats of the top (renormalised) from p₀, exact in its terms
+/// (log p₀ in A cancels the truncation to first order) and a regulariser, while the squared weights'
+/// products with l − m − log p₀ would not fit int64. All results stay on their integer grids.
+public struct LossHead: Hashable, Sendable {
+    /// Per scored row (ScoredRows order), the token whose logit is returned, or nil.
+    public var targets: [Int?]
+    /// The KL row among the scored rows and log p₀ there (the unedited model's log-probabilities).
+    public var kl: (row: Int, base: [Float])? {
+        get { klRow.map { ($0, klBase) } }
+        set { klRow = newValue?.row; klBase = newValue?.base ?? [] }
+    }
+    var klRow: Int?
+    var klBase: [Float] = []
+
+    public init(targets: [Int?], kl: (row: Int, base: [Float])?) {
+        self.targets = targets
+        self.kl = kl
+    }
 }
 
 /// Builds float-profile graphs of Llama-family models (llama, qwen2) from a GGUF:
@@ -203,9 +236,14 @@ public final class LlamaImporter {
             f.loc = "edit.scored"
             h = try scoredRows(f, h, sc, T: T)
         }
-        if shape.logits {
+        if shape.logits || shape.loss != nil {
             f.loc = "head"
-            f.output("logits", try head(f, h))
+            let logits = try head(f, h)
+            if shape.logits { f.output("logits", logits) }
+            if let loss = shape.loss {
+                f.loc = "edit.loss"
+                try lossTerms(f, logits, loss)
+            }
         }
         if shape.emitCache {
             for (l, kv) in newKV.sorted(by: { $0.key < $1.key }) { f.output("k.\(l)", kv.0); f.output("v.\(l)", kv.1) }
@@ -301,6 +339,37 @@ public final class LlamaImporter {
             parts.append(try f.emit(.reshape, [s], ["shape": .ints([sc.copies, r.count, D])]))
         }
         return parts.count == 1 ? parts[0] : try f.emit(.concat, parts, ["axis": .int(1)])
+    }
+
+    /// LossHead's results from logits [copies, N, V].
+    func lossTerms(_ f: FunctionBuilder, _ logits: Value, _ loss: LossHead) throws {
+        let copies = logits.type.shape[0], N = logits.type.shape[1], V = logits.type.shape[2]
+        precondition(loss.targets.count == N, "a loss head needs one entry per scored row")
+        let m = try f.emit(.reduceMax, [logits], ["axis": .int(2)])
+        f.output("loss.max", m)
+        // exp((l − m)/2)², as softmax's pattern exp(x − max x) with x = l/2.
+        let half = try f.emit(.scale, [logits], ["factor": .float(0.5)])
+        let eh = try f.emit(.exp, [f.emit(.sub, [half, f.emit(.reduceMax, [half], ["axis": .int(2)])])])
+        f.output("loss.exp_sum", try f.emit(.reduceSum, [f.emit(.mul, [eh, eh])], ["axis": .int(2)]))
+        let picked = try loss.targets.enumerated().compactMap { j, t in
+            try t.map { try f.emit(.slice, [logits], ["begin": .ints([0, j, $0]), "size": .ints([copies, 1, 1])]) }
+        }
+        if !picked.isEmpty { f.output("loss.target", picked.count == 1 ? picked[0] : try f.emit(.concat, picked, ["axis": .int(1)])) }
+        var wide = ["loss.max", "loss.exp_sum"] + (picked.isEmpty ? [] : ["loss.target"])
+        if let (row, base) = loss.kl {
+            precondition(base.count == V, "log p0 needs one value per vocabulary entry")
+            let name = "kl_base.\(f.function.name)"
+            builder.declareConstant(name, .f32([V]), .data(.f32(base)))
+            let lk = try f.emit(.slice, [logits], ["begin": .ints([0, row, 0]), "size": .ints([copies, 1, V])])
+            let shifted = try f.emit(.sub, [lk, f.emit(.reduceMax, [lk], ["axis": .int(2)])])
+            let e = try f.emit(.exp, [shifted])
+            let c = try f.emit(.sub, [shifted, f.constant(name)])
+            f.output("loss.kl_sum", try f.emit(.reduceSum, [f.emit(.mul, [e, c])], ["axis": .int(2)]))
+            f.output("loss.kl_exp_sum", try f.emit(.reduceSum, [e], ["axis": .int(2)]))
+            wide += ["loss.kl_sum", "loss.kl_exp_sum"]
+        }
+        // Exact sums on their own grids: narrowing them to i16 would cost the host its precision.
+        builder.setAttribute("wide_results.\(f.function.name)", .string(wide.joined(separator: ",")))
     }
 
     func head(_ f: FunctionBuilder, _ x: Value) throws -> Value {

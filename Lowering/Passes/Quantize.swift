@@ -438,7 +438,9 @@ struct FunctionQuantizer {
             } else {
                 acc = QValue(value: try b.emit(.fullyConnected, operands), scale: xq.scale, bits: 15 + 7 + Self.bitsFor(k) + 1)
             }
-            if resultsOnly.contains(id) {
+            // The output head's logits go straight to i16 also when an editing graph's loss terms
+            // read them: the same integers as a forward that returns them.
+            if resultsOnly.contains(id) || op.loc == "head" {
                 let s = Self.i16Scale(try range(id))
                 return .value(try rescale(acc, to: s, out: .i16, perChannel: scales.map { xq.scale * $0 / s }))
             }

@@ -51,8 +51,10 @@ final class EditGraphTests: XCTestCase {
     /// - the uncached graph (every row, prompts left-padded so subject rows align) with δ = 0
     ///   gives, for the prompt that needs no padding, the plain npu forward's logits bit for bit;
     /// - the step graph (a prefix graph once; then, from layer L's residual add on, only the rows
-    ///   from the subject on) gives the uncached graph's logits bit for bit, with δ = 0 and δ ≠ 0;
-    /// - a δ in one copy changes that copy only.
+    ///   from the subject on) gives the uncached graph's loss terms bit for bit, with δ = 0 and δ ≠ 0;
+    /// - a δ in one copy changes that copy only;
+    /// - the loss terms reduced in the graph (exp by table, integer sums) agree with the same
+    ///   terms computed on the host from the logits in f64.
     /// The edit loop undoes a rank-one update that fails its check by requantizing the weights it
     /// started from: that must give back the original int8 values exactly.
     func testRequantizingTheOriginalDownProjectionIsExact() throws {
@@ -105,21 +107,45 @@ final class EditGraphTests: XCTestCase {
         let zero = [Float](repeating: 0, count: D)
         var push = zero
         for i in stride(from: 0, to: D, by: 7) { push[i] = Float(i % 5) - 2 }
-        let both = try full.logits([zero, zero])
-        XCTAssertEqual(both.count, 2 * N * V)
-        // (Whole-array comparisons as booleans: a failure would otherwise print millions of logits.)
-        XCTAssertTrue(both[0..<(N * V)] == both[(N * V)...], "two copies with δ = 0 differ")
-        XCTAssertTrue(try cached.logits([zero, zero]) == both, "cached ≠ full at δ = 0")
-        let moved = try full.logits([zero, push])
-        XCTAssertTrue(moved[0..<(N * V)] == both[0..<(N * V)], "δ in copy 1 changed copy 0")
-        XCTAssertFalse(moved[(N * V)...] == both[(N * V)...], "δ changed nothing")
-        XCTAssertTrue(try cached.logits([zero, push]) == moved, "cached ≠ full at δ ≠ 0")
+        let terms = ["loss.max", "loss.exp_sum", "loss.target", "loss.kl_sum", "loss.kl_exp_sum"]
+        XCTAssertNil(try cached.run([zero, zero])["logits"], "the step graph returns logits")
+        func lossOutputs(_ g: EditGraph, _ d: [[Float]]) throws -> [[Int64]] {
+            let out = try g.run(d)
+            return try terms.map { k in try XCTUnwrap(out[k], "@\(g.name) returns no \(k)").int64Values }
+        }
+        func copy(_ o: [[Int64]], _ c: Int) -> [[Int64]] { o.map { a in Array(a[(c * a.count / 2)..<((c + 1) * a.count / 2)]) } }
+        let both = try lossOutputs(full, [zero, zero])
+        XCTAssertEqual(copy(both, 0), copy(both, 1), "two copies with δ = 0 differ")
+        XCTAssertEqual(try lossOutputs(cached, [zero, zero]), both, "cached ≠ full at δ = 0")
+        let moved = try lossOutputs(full, [zero, push])
+        XCTAssertEqual(copy(moved, 0), copy(both, 0), "δ in copy 1 changed copy 0")
+        XCTAssertNotEqual(copy(moved, 1), copy(both, 1), "δ changed nothing")
+        XCTAssertEqual(try lossOutputs(cached, [zero, push]), moved, "cached ≠ full at δ ≠ 0")
+
+        // The graph's terms next to the host's f64 log-softmax of the same logits.
+        let fullOut = try full.run([zero, push])
+        guard case let .i16(logits)? = fullOut["logits"] else { return XCTFail("the full graph returns no i16 logits") }
+        XCTAssertEqual(logits.count, 2 * N * V)
+        let base = try runner.start().base, p0 = try base.klBase.map(Double.init), scale = try XCTUnwrap(full.logitScale)
+        for (c, t) in try full.lossTerms(of: fullOut).enumerated() {
+            for (k, target) in layout.targets.enumerated() {
+                let row = (c * N + k) * V
+                let host = logSoftmax(logits[row..<(row + V)], scale: scale)[target]
+                XCTAssertEqual(t.targetLogProbability(k), host, accuracy: 1e-3, "copy \(c) target \(k)")
+            }
+            // KL of p within 10.4 nats of its top: the host's full KL plus at most the log of the
+            // mass it drops (0.2% here).
+            let row = (c * N + N - 1) * V, lp = logSoftmax(logits[row..<(row + V)], scale: scale)
+            let kl = (0..<V).reduce(0.0) { $0 + exp(lp[$1]) * (lp[$1] - p0[$1]) }
+            XCTAssertEqual(try XCTUnwrap(t.kl), kl, accuracy: 0.02, "copy \(c) KL")
+            if c == 0 { XCTAssertEqual(kl, 0, accuracy: 1e-6, "δ = 0 moved the KL prompt") }
+        }
         // The prompt with the longest prefix has no left padding: the plain forward of its tokens.
         let p = layout.offsets.firstIndex(of: 0)!
         let reference = try lm.logits(layout.sequences[p])
         var row = layout.scored[..<p].map(\.count).reduce(0, +)
         for t in layout.scored[p] {
-            XCTAssertEqual(both[(row * V)..<((row + 1) * V)].map { Float($0) * full.logitScale }, reference[t], "row \(t)")
+            XCTAssertEqual(logits[(row * V)..<((row + 1) * V)].map { Float($0) * scale }, reference[t], "row \(t)")
             row += 1
         }
     }
