@@ -67,6 +67,7 @@ public struct ScoredRows: Hashable, Sendable {
 ///   "loss.target"  l at each target token, row by row            [copies, rows with a target, 1]
 ///   "loss.kl_sum"  A = Σ_v e·(l − m − log p₀), e = exp(l − m)      [copies, 1, 1] at the KL row
 ///   "loss.kl_exp_sum" Z₁ = Σ_v e                                  [copies, 1, 1]
+/// (computed one copy at a time, so the exp terms of one copy exist at a time).
 /// The host finishes with a few logs: log p(t) = l_t − m − log Z, KL = A / Z₁ − log Z₁.
 /// Why the square: an int16 table of exp reaches only 10.4 nats below the top (e^−10.4 = 1/32767),
 /// and the tokens beyond hold 0.2–1% of the mass on this model (NLL up to 0.01 nats low); the square of
@@ -341,32 +342,50 @@ public final class LlamaImporter {
         return parts.count == 1 ? parts[0] : try f.emit(.concat, parts, ["axis": .int(1)])
     }
 
-    /// LossHead's results from logits [copies, N, V].
+    /// LossHead's results from logits [copies, N, V], one copy at a time: the exp terms of all
+    /// copies at once would be [copies, N, V] i64 (41 MB for a step graph), one copy's are 1/copies.
     func lossTerms(_ f: FunctionBuilder, _ logits: Value, _ loss: LossHead) throws {
         let copies = logits.type.shape[0], N = logits.type.shape[1], V = logits.type.shape[2]
         precondition(loss.targets.count == N, "a loss head needs one entry per scored row")
-        let m = try f.emit(.reduceMax, [logits], ["axis": .int(2)])
-        f.output("loss.max", m)
-        // exp((l − m)/2)², as softmax's pattern exp(x − max x) with x = l/2.
-        let half = try f.emit(.scale, [logits], ["factor": .float(0.5)])
-        let eh = try f.emit(.exp, [f.emit(.sub, [half, f.emit(.reduceMax, [half], ["axis": .int(2)])])])
-        f.output("loss.exp_sum", try f.emit(.reduceSum, [f.emit(.mul, [eh, eh])], ["axis": .int(2)]))
-        let picked = try loss.targets.enumerated().compactMap { j, t in
-            try t.map { try f.emit(.slice, [logits], ["begin": .ints([0, j, $0]), "size": .ints([copies, 1, 1])]) }
-        }
-        if !picked.isEmpty { f.output("loss.target", picked.count == 1 ? picked[0] : try f.emit(.concat, picked, ["axis": .int(1)])) }
-        var wide = ["loss.max", "loss.exp_sum"] + (picked.isEmpty ? [] : ["loss.target"])
-        if let (row, base) = loss.kl {
+        var name: String?
+        if let (_, base) = loss.kl {
             precondition(base.count == V, "log p0 needs one value per vocabulary entry")
-            let name = "kl_base.\(f.function.name)"
-            builder.declareConstant(name, .f32([V]), .data(.f32(base)))
-            let lk = try f.emit(.slice, [logits], ["begin": .ints([0, row, 0]), "size": .ints([copies, 1, V])])
-            let shifted = try f.emit(.sub, [lk, f.emit(.reduceMax, [lk], ["axis": .int(2)])])
-            let e = try f.emit(.exp, [shifted])
-            let c = try f.emit(.sub, [shifted, f.constant(name)])
-            f.output("loss.kl_sum", try f.emit(.reduceSum, [f.emit(.mul, [e, c])], ["axis": .int(2)]))
-            f.output("loss.kl_exp_sum", try f.emit(.reduceSum, [e], ["axis": .int(2)]))
-            wide += ["loss.kl_sum", "loss.kl_exp_sum"]
+            name = "kl_base.\(f.function.name)"
+            builder.declareConstant(name!, .f32([V]), .data(.f32(base)))
+        }
+        var results: [String: [Value]] = [:]
+        for c in 0..<copies {
+            let l = copies == 1 ? logits : try f.emit(.slice, [logits], ["begin": .ints([c, 0, 0]), "size": .ints([1, N, V])])
+            // The target logits first: the copy's logits are free once its exp terms are made.
+            for (j, t) in loss.targets.enumerated() {
+                guard let t = t else { continue }
+                results["loss.target", default: []].append(try f.emit(.slice, [l], ["begin": .ints([0, j, t]), "size": .ints([1, 1, 1])]))
+            }
+            results["loss.max", default: []].append(try f.emit(.reduceMax, [l], ["axis": .int(2)]))
+            // exp((l − m)/2)², as softmax's pattern exp(x − max x) with x = l/2.
+            let half = try f.emit(.scale, [l], ["factor": .float(0.5)])
+            let eh = try f.emit(.exp, [f.emit(.sub, [half, f.emit(.reduceMax, [half], ["axis": .int(2)])])])
+            results["loss.exp_sum", default: []].append(try f.emit(.reduceSum, [f.emit(.mul, [eh, eh])], ["axis": .int(2)]))
+            if let (row, _) = loss.kl, let name = name {
+                let lk = try f.emit(.slice, [l], ["begin": .ints([0, row, 0]), "size": .ints([1, 1, V])])
+                let shifted = try f.emit(.sub, [lk, f.emit(.reduceMax, [lk], ["axis": .int(2)])])
+                let e = try f.emit(.exp, [shifted])
+                let d = try f.emit(.sub, [shifted, f.constant(name)])
+                results["loss.kl_sum", default: []].append(try f.emit(.reduceSum, [f.emit(.mul, [e, d])], ["axis": .int(2)]))
+                results["loss.kl_exp_sum", default: []].append(try f.emit(.reduceSum, [e], ["axis": .int(2)]))
+            }
+        }
+        var wide: [String] = []
+        for k in ["loss.max", "loss.exp_sum", "loss.target", "loss.kl_sum", "loss.kl_exp_sum"] {
+            guard let parts = results[k] else { continue }
+            // loss.target: per copy, one [1, 1, 1] per target, joined on axis 1; then copies on axis 0.
+            let perCopy = parts.count / copies
+            let rows = try (0..<copies).map { c -> Value in
+                let mine = Array(parts[(c * perCopy)..<((c + 1) * perCopy)])
+                return mine.count == 1 ? mine[0] : try f.emit(.concat, mine, ["axis": .int(1)])
+            }
+            f.output(k, rows.count == 1 ? rows[0] : try f.emit(.concat, rows, ["axis": .int(0)]))
+            wide.append(k)
         }
         // Exact sums on their own grids: narrowing them to i16 would cost the host its precision.
         builder.setAttribute("wide_results.\(f.function.name)", .string(wide.joined(separator: ",")))
