@@ -262,6 +262,7 @@ def main():
         print(f"rome [{a.first + i}] {prompt!r} -> {target!r}: {s:.1f} s, {steps} steps, rewrite {acc * 100:.0f}", flush=True)
         if plans:
             r, m = run_zo(a, plans[i], workdir.name)
+            r["record"] = a.first + i  # the plan holds one record: its report counts from 0
             zo_rows.append(r)
             rss = max(rss, m)
             print(f"zo   [{int(r['record'])}]: {r['seconds']:.1f} s, {int(r['steps'])} steps, {int(r['evaluations'])} evaluations, "
