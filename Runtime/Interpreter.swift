@@ -235,10 +235,12 @@ public final class Interpreter {
         case .reduceSum:
             let axis = try at.int("axis"), a = axis < 0 ? axis + t[0].rank : axis
             if isFloat { return .f32(Reduction.apply(try f32(x[0]), t[0].shape, axis: a, initial: 0, +)) }
+            if a == t[0].rank - 1, let r = IntKernels.sumOfRows(x[0], rowLength: t[0].shape[a]) { return .i64(r) }
             return .i64(IntKernels.reduceSum(IntKernels.widen(x[0]), t[0].shape, axis: a))
         case .reduceMax:
             let axis = try at.int("axis"), a = axis < 0 ? axis + t[0].rank : axis
             if isFloat { return .f32(Reduction.apply(try f32(x[0]), t[0].shape, axis: a, initial: -.infinity, max)) }
+            if a == t[0].rank - 1, let r = IntKernels.maxOfRows(x[0], rowLength: t[0].shape[a]) { return r }
             return IntKernels.narrow(Reduction.apply(IntKernels.widen(x[0]), t[0].shape, axis: a, initial: .min, max), to: op.type.dtype)
         case .rescale:
             let (m, sh) = x.count == 3 ? (IntKernels.widen(x[1]).map(Int.init), IntKernels.widen(x[2]).map(Int.init))

@@ -257,6 +257,42 @@ enum IntKernels {
         }
     }
 
+    /// The maximum of each row of i16 or i32 data (nil for other types): the last-axis reduce_max,
+    /// without widening every element to Int64 first (the loss head reduces 49,152-wide rows).
+    static func maxOfRows(_ d: TensorData, rowLength n: Int) -> TensorData? {
+        func rows<T: FixedWidthInteger>(_ a: [T]) -> [T] {
+            guard n > 0 else { return [] }
+            return a.withUnsafeBufferPointer { p in
+                (0..<(a.count / n)).map { r in
+                    var m = T.min
+                    for v in p[(r * n)..<((r + 1) * n)] { m = Swift.max(m, v) }
+                    return m
+                }
+            }
+        }
+        switch d {
+        case let .i16(a): return .i16(rows(a))
+        case let .i32(a): return .i32(rows(a))
+        default: return nil
+        }
+    }
+
+    /// The exact sum of each row of i16 or i32 data (nil for other types): rows of fewer than 2^32
+    /// elements cannot leave Int64, so no saturation check is needed.
+    static func sumOfRows(_ d: TensorData, rowLength n: Int) -> [Int64]? {
+        func rows<T: FixedWidthInteger>(_ a: [T]) -> [Int64] {
+            guard n > 0 else { return [] }
+            return a.withUnsafeBufferPointer { p in
+                (0..<(a.count / n)).map { r in p[(r * n)..<((r + 1) * n)].reduce(Int64(0)) { $0 + Int64($1) } }
+            }
+        }
+        switch d {
+        case let .i16(a): return rows(a)
+        case let .i32(a): return rows(a)
+        default: return nil
+        }
+    }
+
     static func reduceSum(_ x: [Int64], _ shape: [Int], axis: Int) -> [Int64] {
         let len = shape[axis], inner = shape[(axis + 1)...].reduce(1, *)
         let outer = x.count / max(len * inner, 1)

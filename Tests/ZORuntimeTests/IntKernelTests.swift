@@ -47,6 +47,34 @@ final class IntKernelTests: XCTestCase {
         return Int64(max(lo, min(hi, v)))
     }
 
+    /// reduce_max and reduce_sum on the last axis (their row loops) and on another axis (the
+    /// general walk), i16 and i32, against the scalar definition.
+    func testReductionsOnEveryAxis() throws {
+        let shape = [3, 4, 37]
+        let x16 = i16s(3 * 4 * 37)
+        let x32 = x16.enumerated().map { Int32($0.element) * 40_000 + Int32($0.offset) }
+        for (data, dtype) in [(TensorData.i16(x16), DType.i16), (.i32(x32), .i32)] {
+            let v = data.int64Values
+            for axis in 0..<3 {
+                var out = shape
+                out[axis] = 1
+                var maxes = [Int64](repeating: .min, count: out.reduce(1, *)), sums = [Int64](repeating: 0, count: maxes.count)
+                for i in 0..<3 { for j in 0..<4 { for k in 0..<37 {
+                    var o = [i, j, k]
+                    o[axis] = 0
+                    let at = (o[0] * out[1] + o[1]) * out[2] + o[2], x = v[(i * 4 + j) * 37 + k]
+                    maxes[at] = max(maxes[at], x)
+                    sums[at] += x
+                } } }
+                let t = TensorType(dtype, shape)
+                let gotMax = try run(.reduceMax, [(t, data)], ["axis": .int(axis)])
+                XCTAssertEqual(gotMax.dtype, dtype, "reduce_max keeps the type")
+                XCTAssertEqual(ints(gotMax), maxes, "reduce_max \(dtype) axis \(axis)")
+                XCTAssertEqual(ints(try run(.reduceSum, [(t, data)], ["axis": .int(axis)])), sums, "reduce_sum \(dtype) axis \(axis)")
+            }
+        }
+    }
+
     func testFullyConnectedIsExact() throws {
         // Shapes that reach every path of the kernel: 4-row and single-row blocks, odd output
         // counts, inputs that are not a multiple of 16, more than one 2048-input block, and
