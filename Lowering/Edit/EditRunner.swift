@@ -290,8 +290,8 @@ public func logSoftmax(_ row: ArraySlice<Int16>, scale: Float) -> [Double] {
 }
 
 /// An editing function bound to one edit's inputs: feeds its copies × prompts (the same fixed
-/// inputs in every copy) with δ_c at each prompt's subject row, and returns i16 logits
-/// [copies, scored rows, V]. Its copies and rows are read from the function's δ parameter.
+/// inputs in every copy) with δ_c at each prompt's subject row, and returns its loss terms
+/// (LossHead) per copy. Its copies and rows are read from the function's δ parameter.
 public final class EditGraph {
     public let interpreter: Interpreter
     public let name: String
@@ -355,12 +355,6 @@ public final class EditGraph {
     /// The same function with other fixed inputs (and δ's row weights).
     func binding(_ inputs: [String: TensorData], rowWeights: [[Float]]? = nil) throws -> EditGraph {
         try EditGraph(interpreter: interpreter, name: name, layout: layout, hidden: hidden, fixed: inputs, rowWeights: rowWeights)
-    }
-
-    /// The i16 logits [copies, scored rows, V] (a graph that returns them).
-    public func logits(_ deltas: [[Float]]) throws -> [Int16] {
-        guard case let .i16(l)? = try run(deltas)["logits"] else { throw RuntimeError.badRequest("@\(name) returned no i16 logits") }
-        return l
     }
 
     /// Each copy's loss terms (LossHead), in real units.

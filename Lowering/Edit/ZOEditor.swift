@@ -227,8 +227,8 @@ public final class ZOEditor {
         c.setRange(location: "edit.resume", h)
         // The scored rows are slices of the last residual stream.
         if let f = c.finalResidualRange { c.setRange(location: "edit.scored", f) }
-        // The loss terms' only ranged op is exp(l − max l): its table spans the widest domain, 16 nats
-        // (a token 16 nats below the top weighs < 1e-7).
+        // The loss terms' only ranged ops are their exps: each table spans the widest domain, 16 (of
+        // (l − max)/2 for the squared exp: 32 nats; of l − max for the KL's: 16 nats).
         c.setRange(location: "edit.loss", 16)
         return c
     }
