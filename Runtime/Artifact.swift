@@ -18,16 +18,22 @@ public final class Artifact {
     public convenience init(path: String, verifyChecksums: Bool = true) throws {
         let file: MappedFile
         do { file = try MappedFile(path: path) } catch let e as ModelIOError { throw RuntimeError.badRequest(e.description) }
-        try self.init(bytes: file.bytes, owner: file, path: path, verifyChecksums: verifyChecksums)
+        // Checking a segment reads all its pages: each is dropped once checked, so only what the
+        // run touches stays resident (a plan's host embedding table is most of it untouched).
+        try self.init(bytes: file.bytes, owner: file, path: path, verifyChecksums: verifyChecksums, checked: file.releasePages)
+        // The same for the manifest, decoded into the module now.
+        file.releasePages()
     }
 
-    /// An artifact in memory that `owner` keeps alive; `path` names it in errors.
-    public init(bytes: UnsafeRawBufferPointer, owner: AnyObject, path: String, verifyChecksums: Bool = true) throws {
+    /// An artifact in memory that `owner` keeps alive; `path` names it in errors. `checked` sees
+    /// each segment's byte range once its checksum is verified.
+    public init(bytes: UnsafeRawBufferPointer, owner: AnyObject, path: String, verifyChecksums: Bool = true,
+                checked: (Range<Int>) -> Void = { _ in }) throws {
         self.path = path
         self.bytes = bytes
         self.owner = owner
         (manifest, dataStart) = try ArtifactFormat.decode(bytes, path: path)
-        if verifyChecksums { try ArtifactFormat.verifySegments(bytes, manifest, dataStart: dataStart, path: path) }
+        if verifyChecksums { try ArtifactFormat.verifySegments(bytes, manifest, dataStart: dataStart, path: path, checked: checked) }
         var m = manifest.module
         for t in manifest.tensors where !t.host { m.constantData[t.name] = Self.constant(t, bytes: bytes, at: dataStart, owner: owner) }
         let diagnostics = Verifier.diagnose(m, profile: nil)

@@ -104,12 +104,15 @@ public enum ArtifactFormat {
         return (manifest, dataStart)
     }
 
-    /// Recomputes every segment's CRC-32 and compares it with its descriptor.
-    public static func verifySegments(_ b: UnsafeRawBufferPointer, _ manifest: ArtifactManifest, dataStart: Int, path: String) throws {
+    /// Recomputes every segment's CRC-32 and compares it with its descriptor; `checked` sees the
+    /// byte range of each segment once it is read.
+    public static func verifySegments(_ b: UnsafeRawBufferPointer, _ manifest: ArtifactManifest, dataStart: Int, path: String,
+                                      checked: (Range<Int>) -> Void = { _ in }) throws {
         for t in manifest.tensors {
             let start = dataStart + t.offset
             let found = CRC32.checksum(UnsafeRawBufferPointer(rebasing: b[start..<(start + t.length)]))
             guard found == t.crc32 else { throw ArtifactError.tensorChecksum(path: path, tensor: t.name, expected: t.crc32, found: found) }
+            checked(start..<(start + t.length))
         }
     }
 }

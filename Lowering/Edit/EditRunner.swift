@@ -32,6 +32,8 @@ public struct EditOutcome: Sendable {
     public var steps: Int
     /// Step-graph evaluations: 2q perturbed copies per step.
     public var evaluations: Int
+    /// Probe-graph evaluations (one copy each; see `run`).
+    public var probes: Int
     public var stoppedEarly: Bool
     /// The smallest target-token probability over rewrite prompts before the rank-one update (last probe).
     public var minTargetProbability: Double
@@ -187,6 +189,11 @@ public final class EditRunner {
     /// prompt, averaged over them) + kl_factor · KL(p_δ ‖ p_0) at the KL prompt + wd · ‖δ‖ / ‖v_init‖²,
     /// from the loss terms the graph reduced.
     public func losses(_ st: Start, _ g: EditGraph, _ points: [[Float]]) throws -> [Double] {
+        try evaluate(st, g, points).map(\.loss)
+    }
+
+    /// Per point, the edit loss and the smallest target-token probability on a rewrite prompt.
+    func evaluate(_ st: Start, _ g: EditGraph, _ points: [[Float]]) throws -> [(loss: Double, minP: Double)] {
         let layout = program.layout, s = settings, vNorm = Double(st.valueNorm)
         return try zip(g.lossTerms(points), points).map { terms, point in
             guard let kl = terms.kl else { throw RuntimeError.badRequest("@\(g.name) reduces no KL term") }
@@ -197,13 +204,17 @@ public final class EditRunner {
             }
             nll /= Double(layout.rewriteCount)
             let dn = Double(point.reduce(0) { $0 + $1 * $1 }.squareRoot())
-            return nll + Double(s.klFactor) * kl + Double(s.weightDecay) * dn / (vNorm * vNorm)
+            return (nll + Double(s.klFactor) * kl + Double(s.weightDecay) * dn / (vNorm * vNorm), minTargetProbability(terms))
         }
     }
 
     /// The smallest probability of a target token on a rewrite prompt, from a one-copy graph.
     func minTargetProbability(_ g: EditGraph, _ delta: [Float]) throws -> Double {
-        let terms = try g.lossTerms([delta])[0], n = program.layout.rewriteCount * program.layout.targets.count
+        minTargetProbability(try g.lossTerms([delta])[0])
+    }
+
+    func minTargetProbability(_ terms: LossTerms) -> Double {
+        let n = program.layout.rewriteCount * program.layout.targets.count
         return (0..<n).map { exp(terms.targetLogProbability($0)) }.min() ?? 1
     }
 
@@ -232,12 +243,15 @@ public final class EditRunner {
         let est = ZOEstimator(dimension: D, directions: q, epsilon: s.perturbation * vNorm / Float(D).squareRoot(), seed: s.seed)
         var adam = Adam(dimension: D, learningRate: s.learningRate)
         var delta = [Float](repeating: 0, count: D)
-        var steps = 0, stopped = false, pmin = 0.0
+        var steps = 0, stopped = false, pmin = 0.0, probes = 0, probeDue = true
         let w = try weights.downProjection(layer: L)
         var update: (edited: [Float], clipped: Int, pAfter: Double)?
         while true {
-            pmin = try minTargetProbability(probe, delta)
-            if pmin > s.stopProbability {
+            if probeDue || steps == s.maxSteps {
+                pmin = try minTargetProbability(probe, delta)
+                probes += 1
+            }
+            if probeDue || steps == s.maxSteps, pmin > s.stopProbability {
                 // Stop only if the edit survives the rank-one update on the int grid; else undo it and go on.
                 let u = try applyUpdate(delta, key: st.key, to: w, weights: weights)
                 if u.pAfter > s.stopProbability { update = u; stopped = true; break }
@@ -245,7 +259,10 @@ public final class EditRunner {
             }
             if steps == s.maxSteps { break }
             let points = est.points(around: delta, step: steps)
-            let l = try losses(st, step, points)
+            let e = try evaluate(st, step, points), l = e.map(\.loss)
+            // The probe runs only once some perturbed copy is halfway to the stop rule (the ± copies
+            // straddle δ): most steps of an edit are far from it.
+            probeDue = e.map(\.minP).max()! > s.stopProbability / 2
             adam.step(&delta, gradient: est.gradient(losses: l, step: steps))
             // Decoupled decay: components the estimate's noise adds (and the loss does not hold) shrink back.
             if s.decay > 0 { delta = delta.map { $0 * (1 - s.decay) } }
@@ -255,7 +272,7 @@ public final class EditRunner {
             progress?(steps, l.reduce(0, +) / Double(l.count), pmin, delta.reduce(0) { $0 + $1 * $1 }.squareRoot() / vNorm)
         }
         let u = try update ?? applyUpdate(delta, key: st.key, to: w, weights: weights)
-        return EditOutcome(steps: steps, evaluations: steps * 2 * q, stoppedEarly: stopped, minTargetProbability: pmin,
+        return EditOutcome(steps: steps, evaluations: steps * 2 * q, probes: probes, stoppedEarly: stopped, minTargetProbability: pmin,
                            minTargetProbabilityAfterUpdate: u.pAfter,
                            deltaNorm: delta.reduce(0) { $0 + $1 * $1 }.squareRoot(), valueNorm: vNorm, clippedWeights: u.clipped,
                            seconds: Date().timeIntervalSince(begin), editedWeight: u.edited, weightName: "blk.\(L).ffn_down.weight",

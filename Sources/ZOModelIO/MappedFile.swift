@@ -35,6 +35,15 @@ public final class MappedFile: @unchecked Sendable {
         if let base = bytes.baseAddress { madvise(UnsafeMutableRawPointer(mutating: base), bytes.count, MADV_DONTNEED) }
     }
 
+    /// The same for the pages holding `range` (byte offsets; whole pages, so a neighbour's
+    /// first or last page may go too: it is re-read if needed).
+    public func releasePages(_ range: Range<Int>) {
+        guard let base = bytes.baseAddress, !range.isEmpty else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let lo = range.lowerBound / page * page, hi = min(bytes.count, (range.upperBound + page - 1) / page * page)
+        madvise(UnsafeMutableRawPointer(mutating: base + lo), hi - lo, MADV_DONTNEED)
+    }
+
     deinit {
         if let base = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) }
     }

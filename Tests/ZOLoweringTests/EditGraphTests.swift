@@ -204,6 +204,10 @@ final class EditPlanTests: XCTestCase {
         try lm.restoreWeight(wname, original)
         XCTAssertEqual(losses.count, 2)
         XCTAssertEqual(fromPlan.steps, live.steps)
+        // The probe runs at δ = 0 and at the last step whatever the gate says.
+        XCTAssertEqual(fromPlan.probes, live.probes)
+        XCTAssertGreaterThanOrEqual(live.probes, 2)
+        XCTAssertLessThanOrEqual(live.probes, live.steps + 1)
         XCTAssertEqual(fromPlan.minTargetProbability, live.minTargetProbability)
         XCTAssertEqual(fromPlan.minTargetProbabilityAfterUpdate, live.minTargetProbabilityAfterUpdate)
         XCTAssertEqual(fromPlan.deltaNorm, live.deltaNorm)
