@@ -1,5 +1,6 @@
 import Foundation
 import ZOIR
+import ZOModelIO
 
 /// The reference interpreter: executes any verified function of a module. Float ops follow the
 /// catalog's semantics in f32 (matmuls through OpenBLAS). Intermediate buffers are returned to a
@@ -70,6 +71,21 @@ public final class Interpreter {
             throw RuntimeError.constantMismatch(name: name, expected: decl.type.description, got: "\(data.dtype.rawValue) × \(data.count)")
         }
         constants[name] = data
+    }
+
+    /// Drops from resident memory the pages of the int8 weights used in place from a file mapping
+    /// that only `function` names (they are re-read from the file if it runs again): an edit's
+    /// prefix function runs once per check, its first layers' weights need not stay resident.
+    public func releaseWeightPages(onlyIn function: String) {
+        var mine = Set<String>(), others = Set<String>()
+        for f in module.functions {
+            for op in f.ops where op.kind == .constant {
+                if case let .symbol(n)? = op.attributes["name"] { if f.name == function { mine.insert(n) } else { others.insert(n) } }
+            }
+        }
+        for n in mine.subtracting(others) {
+            if case let .i8View(v)? = constants[n], let file = v.owner as? MappedFile { file.releasePages(of: UnsafeRawBufferPointer(v.buffer)) }
+        }
     }
 
     func plan(_ name: String) throws -> Plan {

@@ -161,7 +161,10 @@ public final class EditRunner {
         self.embed = embed; self.padID = padID
     }
 
-    func prefixRun() throws -> PrefixRun { try PrefixRun(interpreter, program, config: config, embed: embed, padID: padID) }
+    func prefixRun() throws -> PrefixRun {
+        defer { interpreter.releaseWeightPages(onlyIn: program.prefix) }
+        return try PrefixRun(interpreter, program, config: config, embed: embed, padID: padID)
+    }
 
     /// What a run starts from: the prefix run, v_init and k̄, the KL baseline, and the step and
     /// probe functions bound to the prefix's inputs.

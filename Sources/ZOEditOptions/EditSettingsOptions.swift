@@ -10,6 +10,8 @@ public struct EditSettingsOptions: ParsableArguments {
     @Option(help: "δ ← (1 − decay)·δ after each step (0: none).") public var decay: Float = EditSettings().decay
     @Option(help: "Where δ is added: subject (the subject row, MobiEdit) or update (every row from the subject on, as the rank-one update adds it).")
     public var injection: EditSettings.Injection = EditSettings().injection
+    @Option(help: "Weight of KL(p_δ ‖ p_0) at the prompt \"{subject} is a\" in the edit loss.") public var klFactor: Float = EditSettings().klFactor
+    @Option(help: "‖δ‖ ≤ clamp · ‖v_init‖.") public var clamp: Float = EditSettings().clamp
     @Option(help: "Maximum steps per edit.") public var maxSteps: Int = EditSettings().maxSteps
     @Option(help: "Stop once every target token has this probability on every rewrite prompt, before and after the update.")
     public var stopProbability: Double = EditSettings().stopProbability
@@ -22,14 +24,14 @@ public struct EditSettingsOptions: ParsableArguments {
     public init() {}
 
     public func validate() throws {
-        guard directions >= 1, maxSteps >= 0, contexts >= 0, perturbation > 0, lr > 0, decay >= 0, decay < 1 else {
-            throw ValidationError("--directions ≥ 1, --max-steps ≥ 0, --contexts ≥ 0, --perturbation > 0, --lr > 0 and 0 ≤ --decay < 1")
+        guard directions >= 1, maxSteps >= 0, contexts >= 0, perturbation > 0, lr > 0, decay >= 0, decay < 1, klFactor >= 0, clamp > 0 else {
+            throw ValidationError("--directions ≥ 1, --max-steps ≥ 0, --contexts ≥ 0, --perturbation > 0, --lr > 0, 0 ≤ --decay < 1, --kl-factor ≥ 0 and --clamp > 0")
         }
     }
 
     public var settings: EditSettings {
         var s = EditSettings()
-        s.layer = layer; s.directions = directions; s.perturbation = perturbation; s.learningRate = lr; s.decay = decay; s.injection = injection
+        s.layer = layer; s.directions = directions; s.perturbation = perturbation; s.learningRate = lr; s.decay = decay; s.injection = injection; s.klFactor = klFactor; s.clamp = clamp
         s.maxSteps = maxSteps; s.stopProbability = stopProbability; s.contextPrefixes = contexts; s.contextTokens = contextTokens; s.seed = seed; s.weights = weights
         return s
     }

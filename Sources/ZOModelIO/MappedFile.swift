@@ -44,6 +44,12 @@ public final class MappedFile: @unchecked Sendable {
         madvise(UnsafeMutableRawPointer(mutating: base + lo), hi - lo, MADV_DONTNEED)
     }
 
+    /// The same for the pages of `part`, if it lies in this mapping.
+    public func releasePages(of part: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress, let p = part.baseAddress, p >= base, p + part.count <= base + bytes.count else { return }
+        releasePages((p - base)..<(p - base + part.count))
+    }
+
     deinit {
         if let base = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) }
     }
