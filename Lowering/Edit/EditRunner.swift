@@ -266,6 +266,7 @@ public final class EditRunner {
             // The probe runs only once some perturbed copy is halfway to the stop rule (the ± copies
             // straddle δ): most steps of an edit are far from it.
             probeDue = e.map(\.minP).max()! > s.stopProbability / 2
+            adam.learningRate = s.learningRate * s.schedule.factor(step: steps, of: s.maxSteps)
             adam.step(&delta, gradient: est.gradient(losses: l, step: steps))
             // Decoupled decay: components the estimate's noise adds (and the loss does not hold) shrink back.
             if s.decay > 0 { delta = delta.map { $0 * (1 - s.decay) } }

@@ -7,6 +7,8 @@ public struct EditSettingsOptions: ParsableArguments {
     @Option(help: "Directions per step (q; 2q perturbed copies per step function).") public var directions: Int = EditSettings().directions
     @Option(help: "Perturbation norm relative to ‖v_init‖.") public var perturbation: Float = EditSettings().perturbation
     @Option(help: "Adam learning rate.") public var lr: Float = EditSettings().learningRate
+    @Option(help: "Learning-rate schedule over --max-steps: constant or cosine (decay to 0, as MobiEdit).")
+    public var schedule: EditSettings.Schedule = EditSettings().schedule
     @Option(help: "δ ← (1 − decay)·δ after each step (0: none).") public var decay: Float = EditSettings().decay
     @Option(help: "Where δ is added: subject (the subject row, MobiEdit) or update (every row from the subject on, as the rank-one update adds it).")
     public var injection: EditSettings.Injection = EditSettings().injection
@@ -31,11 +33,12 @@ public struct EditSettingsOptions: ParsableArguments {
 
     public var settings: EditSettings {
         var s = EditSettings()
-        s.layer = layer; s.directions = directions; s.perturbation = perturbation; s.learningRate = lr; s.decay = decay; s.injection = injection; s.klFactor = klFactor; s.clamp = clamp
+        s.layer = layer; s.directions = directions; s.perturbation = perturbation; s.learningRate = lr; s.decay = decay; s.injection = injection; s.klFactor = klFactor; s.clamp = clamp; s.schedule = schedule
         s.maxSteps = maxSteps; s.stopProbability = stopProbability; s.contextPrefixes = contexts; s.contextTokens = contextTokens; s.seed = seed; s.weights = weights
         return s
     }
 }
 
 extension EditSettings.Injection: ExpressibleByArgument {}
+extension EditSettings.Schedule: ExpressibleByArgument {}
 extension WeightForm: ExpressibleByArgument {}

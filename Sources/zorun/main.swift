@@ -271,6 +271,7 @@ struct EditLoop {
             var row: [(key: String, value: JSONValue)] = [
                 ("record", .number(Double(firstRecord + i))), ("steps", .number(Double(o.steps))), ("evaluations", .number(Double(o.evaluations))), ("probes", .number(Double(o.probes))),
                 ("stopped_early", .bool(o.stoppedEarly)), ("seconds", .number(o.seconds)), ("clipped_weights", .number(Double(o.clippedWeights))),
+                ("value_norm", .number(Double(o.valueNorm))), ("delta_norm", .number(Double(o.deltaNorm))),
                 ("min_target_probability", .number(o.minTargetProbability)), ("min_target_probability_after_update", .number(o.minTargetProbabilityAfterUpdate)),
                 // The process's peak resident memory so far and its resident memory now (bytes), to see where memory goes.
                 ("peak_rss_bytes", .number(Double(ProcessStats.peakRSS() ?? 0))), ("rss_bytes", .number(Double(ProcessStats.currentRSS() ?? 0))),

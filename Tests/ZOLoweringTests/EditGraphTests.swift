@@ -174,7 +174,7 @@ final class EditPlanTests: XCTestCase {
         let lm = try NPUModelTests.model()
         var s = EditSettings()
         s.weights = lm.weightForm
-        s.contextPrefixes = 1; s.directions = 2; s.maxSteps = 2
+        s.contextPrefixes = 1; s.directions = 2; s.maxSteps = 2; s.schedule = .cosine
         let editor = try ZOEditor(model: lm, settings: s)
         let path = TestPaths.data.appendingPathComponent("knowedit_zsre/ZsRE-test-all.json").path
         let request = try EditRequests.load(path: path)[3]
@@ -214,6 +214,14 @@ final class EditPlanTests: XCTestCase {
         XCTAssertGreaterThan(live.deltaNorm, 0)
         XCTAssertEqual(fromPlan.editedWeight, live.editedWeight)
         XCTAssertEqual(fromPlan.clippedWeights, live.clippedWeights)
+    }
+
+    func testCosineScheduleFallsFromOneToZeroOverTheSteps() {
+        let c = EditSettings.Schedule.cosine
+        XCTAssertEqual(c.factor(step: 0, of: 600), 1)
+        XCTAssertEqual(c.factor(step: 300, of: 600), 0.5, accuracy: 1e-6)
+        XCTAssertEqual(c.factor(step: 600, of: 600), 0, accuracy: 1e-6)
+        XCTAssertEqual(EditSettings.Schedule.constant.factor(step: 599, of: 600), 1)
     }
 
     func testAForwardArtifactIsNotAPlan() throws {
