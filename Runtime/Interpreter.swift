@@ -121,6 +121,20 @@ public final class Interpreter {
         return "\(op.kind.rawValue) \(op.type.dtype.rawValue)"
     }
 
+    static func fusedKey(_ fc: Op, _ rescale: Op) -> String { "\(fc.kind.rawValue)+rescale \(rescale.type.dtype.rawValue)" }
+
+    /// The `profile` entry each op of `function` counts under when it runs (fused ops under
+    /// "fully_connected+rescale …", the rescale fused into one under ""), for per-op figures.
+    public func profileKeys(_ function: String) throws -> [String] {
+        let p = try plan(function), f = p.function
+        var keys = f.ops.map { Self.profileKey($0, in: f) }
+        for (fc, rescale) in p.fusedRescale {
+            keys[fc] = Self.fusedKey(f.ops[fc], f.ops[rescale])
+            keys[rescale] = ""
+        }
+        return keys
+    }
+
     /// Runs `function` on named inputs; returns its named results.
     public func run(_ function: String, _ inputs: [String: TensorData],
                     observe: ((_ value: Int, _ data: TensorData) -> Void)? = nil) throws -> [String: TensorData] {
@@ -150,7 +164,7 @@ public final class Interpreter {
                 } else if observe == nil, let c = p.fusedRescale[i] {
                     values[n + c] = try fullyConnectedRescaled(op, f.ops[c], in: f, op.operands.map { values[$0]! }, op.operands.map { f.type(of: $0) })
                     done.insert(c)
-                    kind = "\(op.kind.rawValue)+rescale \(f.ops[c].type.dtype.rawValue)"
+                    kind = Self.fusedKey(op, f.ops[c])
                 } else {
                     values[id] = try execute(op, op.operands.map { values[$0]! }, op.operands.map { f.type(of: $0) })
                     if let o = observe { o(id, values[id]!) }

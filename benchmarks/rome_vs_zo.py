@@ -75,28 +75,37 @@ class TorchLlama:
         x0, x1 = x[..., 0::2], x[..., 1::2]
         return torch.stack((x0 * cos - x1 * sin, x0 * sin + x1 * cos), dim=-1).flatten(-2)
 
+    def block(self, l, x):
+        """Block l on the residual stream x [B, T, D] (causal): (x after attention, the MLP's
+        down-projection input [B, T, F], its output [B, T, D]); the block's output is x + output."""
+        B, T, _ = x.shape
+        p = f"blk.{l}."
+        h = self.rms(x, self.w[p + "attn_norm.weight"])
+        q = (h @ self.w[p + "attn_q.weight"].T).view(B, T, self.heads, self.head_dim).transpose(1, 2)
+        k = (h @ self.w[p + "attn_k.weight"].T).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = (h @ self.w[p + "attn_v.weight"].T).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = self.rope(q), self.rope(k)
+        rep = self.heads // self.kv_heads
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        causal = torch.full((T, T), float("-inf")).triu(1)
+        s = q @ k.transpose(-1, -2) / self.head_dim ** 0.5 + causal
+        o = (s.softmax(-1) @ v).transpose(1, 2).reshape(B, T, self.hidden)
+        x = x + o @ self.w[p + "attn_output.weight"].T
+        h = self.rms(x, self.w[p + "ffn_norm.weight"])
+        a = torch.nn.functional.silu(h @ self.w[p + "ffn_gate.weight"].T) * (h @ self.w[p + "ffn_up.weight"].T)
+        return x, a, a @ self.w[p + "ffn_down.weight"].T
+
+    def head(self, x):
+        return self.rms(x, self.w["output_norm.weight"]) @ self.out.T
+
     def forward(self, ids, lengths, layer=None, delta=None, at=None):
         """ids [B, T] right-padded; returns logits [B, T, V] and layer `layer`'s down-projection
         inputs [B, T, F]; δ is added to that layer's MLP output at row at[b] of sequence b."""
         B, T = ids.shape
         x = self.w["token_embd.weight"][ids]
-        causal = torch.full((T, T), float("-inf")).triu(1)
         keys = None
         for l in range(self.layers):
-            p = f"blk.{l}."
-            h = self.rms(x, self.w[p + "attn_norm.weight"])
-            q = (h @ self.w[p + "attn_q.weight"].T).view(B, T, self.heads, self.head_dim).transpose(1, 2)
-            k = (h @ self.w[p + "attn_k.weight"].T).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-            v = (h @ self.w[p + "attn_v.weight"].T).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
-            q, k = self.rope(q), self.rope(k)
-            rep = self.heads // self.kv_heads
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-            s = q @ k.transpose(-1, -2) / self.head_dim ** 0.5 + causal
-            o = (s.softmax(-1) @ v).transpose(1, 2).reshape(B, T, self.hidden)
-            x = x + o @ self.w[p + "attn_output.weight"].T
-            h = self.rms(x, self.w[p + "ffn_norm.weight"])
-            a = torch.nn.functional.silu(h @ self.w[p + "ffn_gate.weight"].T) * (h @ self.w[p + "ffn_up.weight"].T)
-            m = a @ self.w[p + "ffn_down.weight"].T
+            x, a, m = self.block(l, x)
             if l == layer:
                 keys = a
                 if delta is not None:
@@ -104,7 +113,7 @@ class TorchLlama:
                     add[torch.arange(B), torch.tensor(at)] = delta
                     m = m + add
             x = x + m
-        return self.rms(x, self.w["output_norm.weight"]) @ self.out.T, keys
+        return self.head(x), keys
 
 
 class Rome:

@@ -289,7 +289,9 @@ struct EditStep: ParsableCommand {
         let prof = g.interpreter.profile ?? [:]
         let total = prof.values.reduce(0, +)
         var elements: [String: (ops: Int, count: Int)] = [:]
-        for op in f.ops { let k = Interpreter.profileKey(op, in: f); elements[k, default: (0, 0)].ops += 1; elements[k]!.count += op.type.elementCount }
+        for (op, k) in zip(f.ops, try g.interpreter.profileKeys(g.name)) where !k.isEmpty {
+            elements[k, default: (0, 0)].ops += 1; elements[k]!.count += op.type.elementCount
+        }
         print("  op kind and result     time/run   share   ops  elements  ns/element")
         for (k, v) in prof.sorted(by: { $0.value > $1.value }) where v / total > 0.005 {
             let e = elements[k] ?? (0, 0)
