@@ -73,6 +73,9 @@ public final class Interpreter {
         constants[name] = data
     }
 
+    /// Forgets a replaced constant's data: it materializes from its source again on next use.
+    public func forgetConstant(_ name: String) { constants[name] = nil }
+
     /// Drops from resident memory the pages of the int8 weights used in place from a file mapping
     /// that only `function` names (they are re-read from the file if it runs again): an edit's
     /// prefix function runs once per check, its first layers' weights need not stay resident.

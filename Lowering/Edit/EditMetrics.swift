@@ -46,10 +46,14 @@ public struct EditScores: Sendable {
     public var rephrase: Double?
     public var locality: Double?
     public var portability: Double?
+    /// n-gram entropy (bits) of the tokens generated greedily from the edit prompt, when asked for.
+    public var fluency: Double?
 
     /// Scores of `lm` on `r`; `localityBefore` holds the unedited model's locality predictions
     /// (nil: compute them, i.e. this is the "before" measurement, whose locality is 1 by definition).
-    public static func measure(_ lm: CausalLM, _ r: EditRequest, localityBefore: [[Int]]?) throws -> (EditScores, [[Int]]) {
+    /// `generate` (prompt ids → generated ids), if given, gives the fluency.
+    public static func measure(_ lm: CausalLM, _ r: EditRequest, localityBefore: [[Int]]?,
+                               generate: (([Int]) throws -> [Int])? = nil) throws -> (EditScores, [[Int]]) {
         let rewrite = try EditMetrics.tokenAccuracy(lm, prompt: r.prompt, answer: r.targetNew)
         let rephrase = try r.rephrasePrompts.isEmpty ? nil
             : r.rephrasePrompts.map { try EditMetrics.tokenAccuracy(lm, prompt: $0, answer: r.targetNew) }.reduce(0, +) / Double(r.rephrasePrompts.count)
@@ -63,6 +67,7 @@ public struct EditScores: Sendable {
         }
         let port = try r.portability.isEmpty ? nil
             : r.portability.map { try EditMetrics.tokenAccuracy(lm, prompt: $0.prompt, answer: $0.answer) }.reduce(0, +) / Double(r.portability.count)
-        return (EditScores(rewrite: rewrite, rephrase: rephrase, locality: locality, portability: port), loc)
+        let fluency = try generate.map { EditMetrics.ngramEntropy(try $0(lm.tokenizer.encode(r.prompt))) }
+        return (EditScores(rewrite: rewrite, rephrase: rephrase, locality: locality, portability: port, fluency: fluency), loc)
     }
 }

@@ -66,6 +66,7 @@ public final class LanguageModel: CausalLM {
             try importer.addForward(name, shape)
             built.insert(name)
             interpreter = try Interpreter(module: importer.module, constantsFrom: interpreter)
+            for (n, w) in editedWeights where importer.module.constant(n) != nil { try interpreter!.replaceConstant(n, .f32(w)) }
         }
         return interpreter!
     }
@@ -99,6 +100,16 @@ public final class LanguageModel: CausalLM {
         if precision == .int {
             return try npuForward(length: P + maxTokens - 1).generate(prompt, maxTokens: maxTokens, isStop: isStopToken, onToken: onToken)
         }
+        return try generateFloat(prompt, maxTokens: maxTokens, onToken: onToken)
+    }
+
+    /// Greedy decoding on the float graph with a KV cache, whatever `precision` is (with the
+    /// edited weights, dequantized as an exported GGUF holds them): fluency is measured here,
+    /// the int path re-runs its static function per token.
+    public func generateFloat(_ prompt: [Int], maxTokens: Int, onToken: (Int) -> Void = { _ in }) throws -> [Int] {
+        guard !prompt.isEmpty else { throw RuntimeError.badRequest("the prompt has no tokens") }
+        guard maxTokens > 0 else { return [] }
+        let P = prompt.count
         let c = config
         let capacity = P + maxTokens - 1
         guard capacity <= c.contextLength else {
@@ -162,13 +173,14 @@ public func logSumExp<C: Collection>(_ x: C) -> Double where C.Element == Float 
 
 extension LanguageModel {
     /// Puts edited f32 weights for `name` on its int8 grid in every lowered graph (editing graphs
-    /// share the compiler's weight cache, so later lowerings see them too); returns how many
-    /// values were clipped to ±127.
+    /// share the compiler's weight cache, so later lowerings see them too) and into the float
+    /// graph; returns how many values were clipped to ±127.
     @discardableResult
     public func replaceWeight(_ name: String, _ w: [Float], also: [Interpreter] = []) throws -> Int {
         let (qname, data, clipped) = try npuCompiler().weights.requantize(name, w)
         for f in npuForwards.values where f.interpreter.module.constant(qname) != nil { try f.interpreter.replaceConstant(qname, data) }
         for i in also where i.module.constant(qname) != nil { try i.replaceConstant(qname, data) }
+        if let i = interpreter, i.module.constant(name) != nil { try i.replaceConstant(name, .f32(w)) }
         editedWeights[name] = w
         return clipped
     }
@@ -184,10 +196,11 @@ extension LanguageModel {
     /// The int8 form of weight `name` in the lowered graphs (to undo an edit with `restoreWeight`).
     public func int8Weight(_ name: String) throws -> [Int8]? { try npuCompiler().weights.int8(name) }
 
-    /// Puts back an int8 form saved by `int8Weight` in every lowered graph.
+    /// Puts back an int8 form saved by `int8Weight` in every lowered graph (and the GGUF's weights in the float graph).
     public func restoreWeight(_ name: String, _ q: [Int8]) throws {
         let qname = try npuCompiler().weights.restore(name, q)
         editedWeights[name] = nil
+        interpreter?.forgetConstant(name)
         for f in npuForwards.values where f.interpreter.module.constant(qname) != nil { try f.interpreter.replaceConstant(qname, .i8(q)) }
     }
 }

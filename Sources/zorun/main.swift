@@ -149,6 +149,7 @@ struct Edit: ParsableCommand {
     @OptionGroup var options: EditSettingsOptions
     @Flag(help: "Apply the edits one after another (default: each on a fresh model).") var sequential = false
     @Flag(help: "Score each edit before and after (rewrite, rephrase, locality, portability).") var eval = false
+    @Flag(help: "With --eval, also the fluency: n-gram entropy of 100 tokens generated greedily from the edit prompt (float graph with the edited weights, as the exported GGUF).") var fluency = false
     @Flag(help: "Print every step on its own line to stderr (a terminal gets a one-line display anyway).") var verbose = false
     @Option(help: "Write a JSON report here.") var report: String?
     @Option(help: "Write the edited model here (GGUF; the edited tensor as F32, all else byte-identical).") var out: String?
@@ -156,6 +157,7 @@ struct Edit: ParsableCommand {
 
     func validate() throws {
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
+        if fluency && !eval { throw ValidationError("--fluency is a score of --eval: give both") }
         if out != nil && count > 1 && !sequential { throw ValidationError("--out with several edits needs --sequential (each edit is otherwise undone); --out-dir writes one model per edit") }
         if let d = outDir {
             var isDir: ObjCBool = false
@@ -171,7 +173,7 @@ struct Edit: ParsableCommand {
         let batch = Array(requests[from..<min(requests.count, from + count)])
         let wname = "blk.\(options.layer).ffn_down.weight"
         guard let original = try lm.int8Weight(wname) else { throw CLIError("\(model): no int8 form of \(wname)") }
-        var loop = try EditLoop(requests: batch, firstRecord: from, verbose: verbose, eval: eval ? lm : nil, inputs: [model, edits],
+        var loop = try EditLoop(requests: batch, firstRecord: from, verbose: verbose, eval: eval ? lm : nil, fluency: fluency, inputs: [model, edits],
                                 outDir: outDir, gguf: lm.gguf, report: report)
         try loop.run(
             edit: { i, progress in try editor.edit(batch[i], progress: progress) },
@@ -188,6 +190,7 @@ struct Run: ParsableCommand {
     @Option(help: "The source model (GGUF; its sha256 must match the plan's): needed by --out, --out-dir and --eval.") var model: String = DefaultModel.path
     @Flag(help: "Apply the edits one after another (default: each on a fresh model).") var sequential = false
     @Flag(help: "Score each edit before and after (rewrite, rephrase, locality, portability) on the source model's int path.") var eval = false
+    @Flag(help: "With --eval, also the fluency: n-gram entropy of 100 tokens generated greedily from the edit prompt (float graph with the edited weights, as the exported GGUF).") var fluency = false
     @Flag(help: "Print every step on its own line to stderr (a terminal gets a one-line display anyway).") var verbose = false
     @Option(help: "Write a JSON report here.") var report: String?
     @Option(help: "Write the edited model here (GGUF; the edited tensor as F32, all else byte-identical).") var out: String?
@@ -196,6 +199,7 @@ struct Run: ParsableCommand {
     func run() throws {
         let p = try LoadedPlan(path: plan)
         if out != nil && p.requests.count > 1 && !sequential { throw ValidationError("--out with several edits needs --sequential; --out-dir writes one model per edit") }
+        if fluency && !eval { throw ValidationError("--fluency is a score of --eval: give both") }
         let weights = try PlanWeights(plan: p, interpreter: Interpreter(module: p.artifact.module))
         let wname = "blk.\(p.settings.layer).ffn_down.weight"
         let original = try weights.interpreter.constant(wname + ".i8")
@@ -208,7 +212,7 @@ struct Run: ParsableCommand {
             source = lm
         }
         let evalOriginal = try eval ? source!.int8Weight(wname) : nil
-        var loop = try EditLoop(requests: p.requests, firstRecord: 0, verbose: verbose, eval: eval ? source : nil, inputs: [plan],
+        var loop = try EditLoop(requests: p.requests, firstRecord: 0, verbose: verbose, eval: eval ? source : nil, fluency: fluency, inputs: [plan],
                                 outDir: outDir, gguf: source?.gguf, report: report)
         try loop.run(
             edit: { i, progress in
@@ -234,6 +238,8 @@ struct EditLoop {
     let verbose: Bool
     /// The model the scores are measured on (edited by `applied`).
     let eval: LanguageModel?
+    /// Whether the scores include fluency (EDITING.md: 100 generated tokens).
+    let fluency: Bool
     let inputs: [String]
     var rows: [JSONValue] = []
     var edited: [String: [Float]] = [:]
@@ -242,9 +248,9 @@ struct EditLoop {
     /// The JSON report, rewritten after every edit (a long run stopped midway keeps what it did).
     let report: String?
 
-    init(requests: [EditRequest], firstRecord: Int, verbose: Bool, eval: LanguageModel?, inputs: [String], outDir: String?, gguf: GGUFFile?,
-         report: String?) throws {
-        self.requests = requests; self.firstRecord = firstRecord; self.verbose = verbose; self.eval = eval; self.inputs = inputs
+    init(requests: [EditRequest], firstRecord: Int, verbose: Bool, eval: LanguageModel?, fluency: Bool = false, inputs: [String], outDir: String?,
+         gguf: GGUFFile?, report: String?) throws {
+        self.requests = requests; self.firstRecord = firstRecord; self.verbose = verbose; self.eval = eval; self.fluency = fluency; self.inputs = inputs
         self.outDir = outDir; self.gguf = gguf; self.report = report
         if outDir != nil && gguf == nil { throw CLIError("writing a GGUF needs the source model") }
     }
@@ -252,8 +258,9 @@ struct EditLoop {
     mutating func run(edit: (Int, @escaping EditProgress) throws -> EditOutcome, applied: (EditOutcome) throws -> Void, undo: () throws -> Void) throws {
         let tty = isatty(fileno(stderr)) != 0
         let n = requests.count, verbose = self.verbose
+        let generate: (([Int]) throws -> [Int])? = fluency ? eval.map { lm in { try lm.generateFloat($0, maxTokens: 100) } } : nil
         for (i, r) in requests.enumerated() {
-            let before = try eval.map { try EditScores.measure($0, r, localityBefore: nil) }
+            let before = try eval.map { try EditScores.measure($0, r, localityBefore: nil, generate: generate) }
             let o = try edit(i) { step, loss, p, rd in
                 guard tty || verbose else { return }
                 FileHandle.standardError.write(Data("\(verbose ? "" : "\r")  edit \(i + 1)/\(n) step \(step) loss \(String(format: "%.3f", loss)) min p(target) \(String(format: "%.3f", p)) ‖δ‖/‖v‖ \(String(format: "%.2f", rd))\(verbose ? "\n" : "   ")".utf8))
@@ -264,7 +271,7 @@ struct EditLoop {
             if let dir = outDir, let g = gguf {
                 try g.rewriter(replacing: [o.weightName: o.editedWeight]).write(to: "\(dir)/record-\(firstRecord + i).gguf", inputs: inputs + [g.path])
             }
-            let after = try before.map { try EditScores.measure(eval!, r, localityBefore: $0.1).0 }
+            let after = try before.map { try EditScores.measure(eval!, r, localityBefore: $0.1, generate: generate).0 }
             print("[\(firstRecord + i)] \(r.prompt.debugDescription) → \(r.targetNew.debugDescription): steps \(o.steps), evaluations \(o.evaluations), probes \(o.probes), stopped early \(o.stoppedEarly), min p(target) \(String(format: "%.3f", o.minTargetProbability)) → \(String(format: "%.3f", o.minTargetProbabilityAfterUpdate)) after the update, ‖δ‖/‖v‖ \(String(format: "%.2f", o.deltaNorm / o.valueNorm)), clipped \(o.clippedWeights), \(String(format: "%.1f", o.seconds)) s")
             fflush(stdout)
             if let b = before?.0, let a = after { print("    before: \(b.line)\n    after:  \(a.line)") }
@@ -297,12 +304,14 @@ extension EditScores {
     var line: String {
         func f(_ v: Double?) -> String { v.map { String(format: "%.1f", $0 * 100) } ?? "-" }
         return "rewrite \(f(rewrite))  rephrase \(f(rephrase))  locality \(f(locality))  portability \(f(portability))"
+            + (fluency.map { "  fluency \(f($0))" } ?? "")
     }
     var json: JSONValue {
         var o: [(key: String, value: JSONValue)] = [("rewrite", .number(rewrite * 100))]
         if let v = rephrase { o.append(("rephrase", .number(v * 100))) }
         if let v = locality { o.append(("locality", .number(v * 100))) }
         if let v = portability { o.append(("portability", .number(v * 100))) }
+        if let v = fluency { o.append(("fluency", .number(v * 100))) }
         return .object(o)
     }
 }

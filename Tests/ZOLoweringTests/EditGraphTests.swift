@@ -61,6 +61,7 @@ final class EditGraphTests: XCTestCase {
         let lm = try NPUModelTests.model()
         let name = "blk.6.ffn_down.weight"
         try lm.makeEditable(name)  // the shared model lowers weights in blocks; edits rewrite the per-channel form
+        _ = try lm.logits(lm.tokenizer.encode("The"))  // an int graph, so the int8 form exists whichever test runs first
         let original = try XCTUnwrap(try lm.int8Weight(name))
         let live = LiveWeights(model: lm, also: [])
         let w = try live.downProjection(layer: 6)
@@ -71,6 +72,25 @@ final class EditGraphTests: XCTestCase {
         _ = try live.replaceDownProjection(layer: 6, w)
         XCTAssertEqual(try lm.int8Weight(name), original)
         try lm.restoreWeight(name, original)
+    }
+
+    /// Fluency is measured on the float graph: an edited weight reaches it, and undoing the edit
+    /// gives back the source model's generation token for token.
+    func testAnEditReachesTheFloatGraphAndIsUndone() throws {
+        let lm = try NPUModelTests.model()
+        let name = "blk.6.ffn_down.weight"
+        try lm.makeEditable(name)
+        let prompt = lm.tokenizer.encode("The capital of France is")
+        _ = try lm.logits(prompt)  // an int graph, so the int8 form exists whichever test runs first
+        let original = try XCTUnwrap(try lm.int8Weight(name))
+        let plain = try lm.generateFloat(prompt, maxTokens: 4)
+        let w = try LiveWeights(model: lm, also: []).downProjection(layer: 6)
+        try lm.replaceWeight(name, w.map { $0 * 1000 })  // drowns the residual stream
+        let edited = try lm.generateFloat(prompt, maxTokens: 4)
+        try lm.restoreWeight(name, original)
+        XCTAssertNotEqual(edited, plain)
+        XCTAssertEqual(try lm.generateFloat(prompt, maxTokens: 4), plain)
+        XCTAssertEqual(try lm.int8Weight(name), original)
     }
 
     /// An editor refuses a model lowered with other weights than its settings name.
