@@ -25,6 +25,10 @@ public final class Artifact {
         file.releasePages()
     }
 
+    /// Drops the mapping's pages from resident memory (a file-backed artifact's; they are re-read
+    /// on next touch): a plan does this as each edit starts, so earlier edits' pages do not pile up.
+    public func releasePages() { (owner as? MappedFile)?.releasePages() }
+
     /// An artifact in memory that `owner` keeps alive; `path` names it in errors. `checked` sees
     /// each segment's byte range once its checksum is verified.
     public init(bytes: UnsafeRawBufferPointer, owner: AnyObject, path: String, verifyChecksums: Bool = true,

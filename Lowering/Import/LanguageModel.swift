@@ -105,8 +105,9 @@ public final class LanguageModel: CausalLM {
 
     /// Greedy decoding on the float graph with a KV cache, whatever `precision` is (with the
     /// edited weights, dequantized as an exported GGUF holds them): fluency is measured here,
-    /// the int path re-runs its static function per token.
-    public func generateFloat(_ prompt: [Int], maxTokens: Int, onToken: (Int) -> Void = { _ in }) throws -> [Int] {
+    /// the int path re-runs its static function per token. `throughEnd`: go on past an end token
+    /// (fluency counts 100 tokens whatever they are).
+    public func generateFloat(_ prompt: [Int], maxTokens: Int, throughEnd: Bool = false, onToken: (Int) -> Void = { _ in }) throws -> [Int] {
         guard !prompt.isEmpty else { throw RuntimeError.badRequest("the prompt has no tokens") }
         guard maxTokens > 0 else { return [] }
         let P = prompt.count
@@ -137,7 +138,7 @@ public final class LanguageModel: CausalLM {
         var generated = [next]
         onToken(next)
         let decodeName = "decode_c\(capacity)"
-        while generated.count < maxTokens && !isStopToken(next) {
+        while generated.count < maxTokens && (throughEnd || !isStopToken(next)) {
             interp = try function(decodeName, ForwardShape(seqLen: 1, cacheLen: capacity))
             let (cs, sn) = RopeTables.make(positions: [filled], headDim: c.headDim, base: c.ropeBase)
             var inputs: [String: TensorData] = [

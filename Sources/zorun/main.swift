@@ -258,7 +258,7 @@ struct EditLoop {
     mutating func run(edit: (Int, @escaping EditProgress) throws -> EditOutcome, applied: (EditOutcome) throws -> Void, undo: () throws -> Void) throws {
         let tty = isatty(fileno(stderr)) != 0
         let n = requests.count, verbose = self.verbose
-        let generate: (([Int]) throws -> [Int])? = fluency ? eval.map { lm in { try lm.generateFloat($0, maxTokens: 100) } } : nil
+        let generate: (([Int]) throws -> [Int])? = fluency ? eval.map { lm in { try lm.generateFloat($0, maxTokens: 100, throughEnd: true) } } : nil
         for (i, r) in requests.enumerated() {
             let before = try eval.map { try EditScores.measure($0, r, localityBefore: nil, generate: generate) }
             let o = try edit(i) { step, loss, p, rd in
