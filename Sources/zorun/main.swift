@@ -147,22 +147,11 @@ struct Edit: ParsableCommand {
     @Option(help: "First record to edit.") var from: Int = 0
     @Option(help: "How many records.") var count: Int = 1
     @OptionGroup var options: EditSettingsOptions
-    @Flag(help: "Apply the edits one after another (default: each on a fresh model).") var sequential = false
-    @Flag(help: "Score each edit before and after (rewrite, rephrase, locality, portability).") var eval = false
-    @Flag(help: "With --eval, also the fluency: n-gram entropy of 100 tokens generated greedily from the edit prompt (float graph with the edited weights, as the exported GGUF).") var fluency = false
-    @Flag(help: "Print every step on its own line to stderr (a terminal gets a one-line display anyway).") var verbose = false
-    @Option(help: "Write a JSON report here.") var report: String?
-    @Option(help: "Write the edited model here (GGUF; the edited tensor as F32, all else byte-identical).") var out: String?
-    @Option(help: "Write each edited model (single editing) as DIR/record-N.gguf.") var outDir: String?
+    @OptionGroup var output: EditRunOptions
 
     func validate() throws {
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
-        if fluency && !eval { throw ValidationError("--fluency is a score of --eval: give both") }
-        if out != nil && count > 1 && !sequential { throw ValidationError("--out with several edits needs --sequential (each edit is otherwise undone); --out-dir writes one model per edit") }
-        if let d = outDir {
-            var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: d, isDirectory: &isDir), isDir.boolValue else { throw ValidationError("--out-dir \(d) is not a directory") }
-        }
+        try output.validate(edits: count)
     }
 
     func run() throws {
@@ -173,13 +162,12 @@ struct Edit: ParsableCommand {
         let batch = Array(requests[from..<min(requests.count, from + count)])
         let wname = "blk.\(options.layer).ffn_down.weight"
         guard let original = try lm.int8Weight(wname) else { throw CLIError("\(model): no int8 form of \(wname)") }
-        var loop = try EditLoop(requests: batch, firstRecord: from, verbose: verbose, eval: eval ? lm : nil, fluency: fluency, inputs: [model, edits],
-                                outDir: outDir, gguf: lm.gguf, report: report)
+        var loop = try EditLoop(requests: batch, firstRecord: from, options: output, eval: output.eval ? lm : nil, inputs: [model, edits], gguf: lm.gguf)
         try loop.run(
             edit: { i, progress in try editor.edit(batch[i], progress: progress) },
             applied: { _ in },  // the model's own weights are edited
-            undo: { if !sequential { try lm.restoreWeight(wname, original) } })
-        try loop.write(out: out)
+            undo: { if !output.sequential { try lm.restoreWeight(wname, original) } })
+        try loop.write()
     }
 }
 
@@ -188,18 +176,14 @@ struct Run: ParsableCommand {
         abstract: "Run an edit plan (zoc compile): per edit the prefix function once, the ZO loop on the host, early stopping on the probe, then r-ROME's update.")
     @Argument(help: "The plan (.zo from zoc compile).") var plan: String
     @Option(help: "The source model (GGUF; its sha256 must match the plan's): needed by --out, --out-dir and --eval.") var model: String = DefaultModel.path
-    @Flag(help: "Apply the edits one after another (default: each on a fresh model).") var sequential = false
-    @Flag(help: "Score each edit before and after (rewrite, rephrase, locality, portability) on the source model's int path.") var eval = false
-    @Flag(help: "With --eval, also the fluency: n-gram entropy of 100 tokens generated greedily from the edit prompt (float graph with the edited weights, as the exported GGUF).") var fluency = false
-    @Flag(help: "Print every step on its own line to stderr (a terminal gets a one-line display anyway).") var verbose = false
-    @Option(help: "Write a JSON report here.") var report: String?
-    @Option(help: "Write the edited model here (GGUF; the edited tensor as F32, all else byte-identical).") var out: String?
-    @Option(help: "Write each edited model (single editing) as DIR/record-N.gguf.") var outDir: String?
+    @OptionGroup var output: EditRunOptions
+
+    func validate() throws { try output.validate(edits: nil) }
 
     func run() throws {
         let p = try LoadedPlan(path: plan)
-        if out != nil && p.requests.count > 1 && !sequential { throw ValidationError("--out with several edits needs --sequential; --out-dir writes one model per edit") }
-        if fluency && !eval { throw ValidationError("--fluency is a score of --eval: give both") }
+        try output.validate(edits: p.requests.count)
+        let (eval, sequential, out, outDir) = (output.eval, output.sequential, output.out, output.outDir)
         let weights = try PlanWeights(plan: p, interpreter: Interpreter(module: p.artifact.module))
         let wname = "blk.\(p.settings.layer).ffn_down.weight"
         let original = try weights.interpreter.constant(wname + ".i8")
@@ -212,8 +196,7 @@ struct Run: ParsableCommand {
             source = lm
         }
         let evalOriginal = try eval ? source!.int8Weight(wname) : nil
-        var loop = try EditLoop(requests: p.requests, firstRecord: 0, verbose: verbose, eval: eval ? source : nil, fluency: fluency, inputs: [plan],
-                                outDir: outDir, gguf: source?.gguf, report: report)
+        var loop = try EditLoop(requests: p.requests, firstRecord: 0, options: output, eval: eval ? source : nil, inputs: [plan], gguf: source?.gguf)
         try loop.run(
             edit: { i, progress in
                 weights.interpreter = try p.interpreter(i, after: weights.interpreter)
@@ -226,7 +209,30 @@ struct Run: ParsableCommand {
                 try weights.reset(to: original)
                 if let q = evalOriginal { try source!.restoreWeight(wname, q) }
             })
-        try loop.write(out: out)
+        try loop.write()
+    }
+}
+
+/// What `zorun edit` and `zorun run` do with their edits besides making them: one definition.
+struct EditRunOptions: ParsableArguments {
+    @Flag(help: "Apply the edits one after another (default: each on a fresh model).") var sequential = false
+    @Flag(help: "Score each edit before and after (rewrite, rephrase, locality, portability) on the int path.") var eval = false
+    @Flag(help: "With --eval, also the fluency: n-gram entropy of 100 tokens generated greedily from the edit prompt (float graph with the edited weights, as the exported GGUF).") var fluency = false
+    @Flag(help: "Print every step on its own line to stderr (a terminal gets a one-line display anyway).") var verbose = false
+    @Option(help: "Write a JSON report here.") var report: String?
+    @Option(help: "Write the edited model here (GGUF; the edited tensor as F32, all else byte-identical).") var out: String?
+    @Option(help: "Write each edited model (single editing) as DIR/record-N.gguf.") var outDir: String?
+
+    /// `edits`: how many edits run, when known.
+    func validate(edits: Int?) throws {
+        if fluency && !eval { throw ValidationError("--fluency is a score of --eval: give both") }
+        if out != nil && (edits ?? 1) > 1 && !sequential {
+            throw ValidationError("--out with several edits needs --sequential (each edit is otherwise undone); --out-dir writes one model per edit")
+        }
+        if let d = outDir {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: d, isDirectory: &isDir), isDir.boolValue else { throw ValidationError("--out-dir \(d) is not a directory") }
+        }
     }
 }
 
@@ -235,30 +241,25 @@ struct Run: ParsableCommand {
 struct EditLoop {
     let requests: [EditRequest]
     let firstRecord: Int
-    let verbose: Bool
+    /// Each edited model goes to outDir/record-N.gguf as soon as it is made; the JSON report is
+    /// rewritten after every edit (a long run stopped midway keeps what it did).
+    let options: EditRunOptions
     /// The model the scores are measured on (edited by `applied`).
     let eval: LanguageModel?
-    /// Whether the scores include fluency (EDITING.md: 100 generated tokens).
-    let fluency: Bool
     let inputs: [String]
+    let gguf: GGUFFile?
     var rows: [JSONValue] = []
     var edited: [String: [Float]] = [:]
-    /// Each edited model goes to outDir/record-N.gguf as soon as it is made.
-    let outDir: String?, gguf: GGUFFile?
-    /// The JSON report, rewritten after every edit (a long run stopped midway keeps what it did).
-    let report: String?
 
-    init(requests: [EditRequest], firstRecord: Int, verbose: Bool, eval: LanguageModel?, fluency: Bool = false, inputs: [String], outDir: String?,
-         gguf: GGUFFile?, report: String?) throws {
-        self.requests = requests; self.firstRecord = firstRecord; self.verbose = verbose; self.eval = eval; self.fluency = fluency; self.inputs = inputs
-        self.outDir = outDir; self.gguf = gguf; self.report = report
-        if outDir != nil && gguf == nil { throw CLIError("writing a GGUF needs the source model") }
+    init(requests: [EditRequest], firstRecord: Int, options: EditRunOptions, eval: LanguageModel?, inputs: [String], gguf: GGUFFile?) throws {
+        self.requests = requests; self.firstRecord = firstRecord; self.options = options; self.eval = eval; self.inputs = inputs; self.gguf = gguf
+        if (options.out != nil || options.outDir != nil) && gguf == nil { throw CLIError("writing a GGUF needs the source model") }
     }
 
     mutating func run(edit: (Int, @escaping EditProgress) throws -> EditOutcome, applied: (EditOutcome) throws -> Void, undo: () throws -> Void) throws {
         let tty = isatty(fileno(stderr)) != 0
-        let n = requests.count, verbose = self.verbose
-        let generate: (([Int]) throws -> [Int])? = fluency ? eval.map { lm in { try lm.generateFloat($0, maxTokens: 100, throughEnd: true) } } : nil
+        let n = requests.count, verbose = options.verbose
+        let generate: (([Int]) throws -> [Int])? = options.fluency ? eval.map { lm in { try lm.generateFloat($0, maxTokens: 100, throughEnd: true) } } : nil
         for (i, r) in requests.enumerated() {
             let before = try eval.map { try EditScores.measure($0, r, localityBefore: nil, generate: generate) }
             let o = try edit(i) { step, loss, p, rd in
@@ -268,7 +269,7 @@ struct EditLoop {
             if tty && !verbose { FileHandle.standardError.write(Data("\n".utf8)) }
             try applied(o)
             edited[o.weightName] = o.editedWeight
-            if let dir = outDir, let g = gguf {
+            if let dir = options.outDir, let g = gguf {
                 try g.rewriter(replacing: [o.weightName: o.editedWeight]).write(to: "\(dir)/record-\(firstRecord + i).gguf", inputs: inputs + [g.path])
             }
             let after = try before.map { try EditScores.measure(eval!, r, localityBefore: $0.1, generate: generate).0 }
@@ -286,13 +287,13 @@ struct EditLoop {
             if let b = before?.0 { row.append(("before", b.json)) }
             if let a = after { row.append(("after", a.json)) }
             rows.append(.object(row))
-            if let path = report { try writeAtomically(Data(JSONValue.array(rows).serialized.utf8), to: path, inputs: inputs) }
+            if let path = options.report { try writeAtomically(Data(JSONValue.array(rows).serialized.utf8), to: path, inputs: inputs) }
             try undo()
         }
     }
 
-    func write(out: String?) throws {
-        if let path = out {
+    func write() throws {
+        if let path = options.out {
             guard let g = gguf else { throw CLIError("writing a GGUF needs the source model") }
             try g.rewriter(replacing: edited).write(to: path, inputs: inputs + [g.path])
             print("wrote \(path)")
