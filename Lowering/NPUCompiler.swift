@@ -74,6 +74,11 @@ public final class NPUCompiler {
             // grid the whole would.
             if let k = keys[mms[1].operands[0]], let r = calibration.byKey[k] { calibration.byLocation["blk.\(l).cache"] = r }
         }
+        // A decode function's RoPE tables and mask are inputs (ForwardShape.separateCache): cos and
+        // sin on a grid whose 32767 is 1; the mask's −∞ as −32767 on a grid where that is −10⁴,
+        // which saturates the scores it is added to far below the softmax table's bottom.
+        for t in ["rope.cos", "rope.sin"] { calibration.byKey["param:\(t)"] = 1 / FunctionQuantizer.headroom }
+        calibration.byKey["param:mask"] = 1e4 / FunctionQuantizer.headroom
         // The host may feed any row of the table: its range is the whole table's, not the samples'.
         calibration.byKey["param:embeddings"] = embed.maxAbs()
     }

@@ -221,7 +221,7 @@ public final class ZOEditor {
         let openings = ["The", "Therefore", "Because", "I", "You", "It", "When", "In", "She", "We"]
         return try openings.prefix(settings.contextPrefixes).map { o in
             let ids = model.tokenizer.encode(o)
-            let more = try model.generate(ids, maxTokens: settings.contextTokens)
+            let more = try model.generateStatic(ids, maxTokens: settings.contextTokens)
             return model.tokenizer.decode(ids + more.filter { !model.isStopToken($0) })
                 .replacingOccurrences(of: "\n", with: " ").trimmingCharacters(in: .whitespaces)
         }
@@ -305,7 +305,7 @@ public final class ZOEditor {
         let (pm, grids) = try lowerPrefix(names.prefix, layout)
         var program = EditProgram(request: request, layout: layout, prefix: names.prefix, step: names.step, probe: names.probe,
                                   valueNorm: 0, deltaRange: 0)
-        let run = try PrefixRun(Interpreter(module: pm, constantsFrom: model.npuForwards.values.first?.interpreter), program, config: model.config,
+        let run = try PrefixRun(Interpreter(module: pm, constantsFrom: model.npuInterpreters.first), program, config: model.config,
                                 embed: embedRows, padID: model.tokenizer.eosID ?? 0)
         program.valueNorm = run.valueNorm
         program.deltaRange = Double(settings.clamp * run.valueNorm)
@@ -325,7 +325,7 @@ public final class ZOEditor {
 
     /// An interpreter over a compiled edit's module that shares the model's materialized weights.
     public func interpreter(_ m: Module) throws -> Interpreter {
-        try Interpreter(module: m, constantsFrom: model.npuForwards.values.first?.interpreter)
+        try Interpreter(module: m, constantsFrom: model.npuInterpreters.first)
     }
 
     /// The full editing graph of a compiled edit (every layer on every row, `copies` copies), bound

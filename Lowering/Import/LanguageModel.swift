@@ -18,6 +18,11 @@ public final class LanguageModel: CausalLM {
     private var built = Set<String>()
     private var compiler: NPUCompiler?
     var npuForwards: [String: NPUForward] = [:]
+    public internal(set) var npuDecoders: [String: NPUDecoder] = [:]
+    /// Every int graph's interpreter (they share the int8 weights; an edit replaces them in all).
+    var npuInterpreters: [Interpreter] {
+        npuForwards.values.map(\.interpreter) + npuDecoders.values.flatMap { [$0.prefill, $0.decode] }
+    }
     /// Weights an edit has replaced (f32, GGUF layout), by name.
     public internal(set) var editedWeights: [String: [Float]] = [:]
     private lazy var embeddings = try? EmbeddingTable(gguf: gguf)
@@ -52,12 +57,32 @@ public final class LanguageModel: CausalLM {
         if let f = npuForwards[name] { return f }
         guard let table = embeddings else { throw RuntimeError.missingConstantData("token_embd.weight") }
         let interp = try Interpreter(module: npuCompiler().lower(name, ForwardShape(seqLen: length)),
-                                     constantsFrom: npuForwards.values.first?.interpreter)
+                                     constantsFrom: npuInterpreters.first)
         let f = try NPUForward(interpreter: interp, function: name, embeddings: table, padID: tokenizer.eosID ?? 0)
         npuForwards[name] = f
         // The int graph holds its own weights now: the float model's pages need not stay resident.
         gguf.file.releasePages()
         return f
+    }
+
+    /// The npu prefill of `promptLength` rows and decode over `capacity` cache slots, lowered on
+    /// first request (sharing the int8 weights of the other int graphs).
+    func npuDecoder(promptLength P: Int, capacity: Int) throws -> NPUDecoder {
+        let key = "\(P)/\(capacity)"
+        if let d = npuDecoders[key] { return d }
+        guard let table = embeddings else { throw RuntimeError.missingConstantData("token_embd.weight") }
+        guard capacity < config.contextLength else {
+            throw RuntimeError.badRequest("\(capacity + 1) positions exceed the context length \(config.contextLength)")
+        }
+        let c = try npuCompiler()
+        let names = (prefill: "npu_prefill_t\(P)", decode: "npu_decode_c\(capacity)")
+        let prefill = try Interpreter(module: c.lower(names.prefill, ForwardShape(seqLen: P, emitCache: true)), constantsFrom: npuInterpreters.first)
+        let decode = try Interpreter(module: c.lower(names.decode, ForwardShape(seqLen: 1, cacheLen: capacity, separateCache: true)),
+                                     constantsFrom: prefill)
+        let d = try NPUDecoder(prefill: prefill, names.prefill, decode: decode, names.decode, capacity: capacity, config: config, embeddings: table)
+        npuDecoders[key] = d
+        gguf.file.releasePages()
+        return d
     }
 
     /// The interpreter for a module that has `name` (built with `shape` on first request).
@@ -98,9 +123,18 @@ public final class LanguageModel: CausalLM {
         guard maxTokens > 0 else { return [] }
         let P = prompt.count
         if precision == .int {
-            return try npuForward(length: P + maxTokens - 1).generate(prompt, maxTokens: maxTokens, isStop: isStopToken, onToken: onToken)
+            return try npuDecoder(promptLength: P, capacity: P + maxTokens - 1).generate(prompt, maxTokens: maxTokens, isStop: isStopToken, onToken: onToken)
         }
         return try generateFloat(prompt, maxTokens: maxTokens, onToken: onToken)
+    }
+
+    /// Greedy decoding on the int path without a cache: each token re-runs the static forward of
+    /// prompt + maxTokens − 1 rows. Edit plans make their context prefixes this way, as they have
+    /// from the start: the KV decoder lowers scores and RoPE differently, its tokens can differ
+    /// at near-ties, and a plan must not change with it.
+    func generateStatic(_ prompt: [Int], maxTokens: Int) throws -> [Int] {
+        guard !prompt.isEmpty else { throw RuntimeError.badRequest("the prompt has no tokens") }
+        return try npuForward(length: prompt.count + maxTokens - 1).generate(prompt, maxTokens: maxTokens, isStop: isStopToken) { _ in }
     }
 
     /// Greedy decoding on the float graph with a KV cache, whatever `precision` is (with the
@@ -179,7 +213,7 @@ extension LanguageModel {
     @discardableResult
     public func replaceWeight(_ name: String, _ w: [Float], also: [Interpreter] = []) throws -> Int {
         let (qname, data, clipped) = try npuCompiler().weights.requantize(name, w)
-        for f in npuForwards.values where f.interpreter.module.constant(qname) != nil { try f.interpreter.replaceConstant(qname, data) }
+        for i in npuInterpreters where i.module.constant(qname) != nil { try i.replaceConstant(qname, data) }
         for i in also where i.module.constant(qname) != nil { try i.replaceConstant(qname, data) }
         if let i = interpreter, i.module.constant(name) != nil { try i.replaceConstant(name, .f32(w)) }
         editedWeights[name] = w
@@ -192,6 +226,7 @@ extension LanguageModel {
     public func makeEditable(_ name: String) throws {
         guard let blocked = try npuCompiler().weights.keepPerChannel(name) else { return }
         npuForwards = npuForwards.filter { $0.value.interpreter.module.constant(blocked) == nil }
+        npuDecoders = npuDecoders.filter { $0.value.prefill.module.constant(blocked) == nil }
     }
 
     /// The int8 form of weight `name` in the lowered graphs (to undo an edit with `restoreWeight`).
@@ -202,6 +237,6 @@ extension LanguageModel {
         let qname = try npuCompiler().weights.restore(name, q)
         editedWeights[name] = nil
         interpreter?.forgetConstant(name)
-        for f in npuForwards.values where f.interpreter.module.constant(qname) != nil { try f.interpreter.replaceConstant(qname, .i8(q)) }
+        for i in npuInterpreters where i.module.constant(qname) != nil { try i.replaceConstant(qname, .i8(q)) }
     }
 }

@@ -28,6 +28,12 @@ public struct ForwardShape: Hashable, Sendable {
     /// Whether the function returns logits.
     public var logits: Bool
 
+    /// Decoding on the npu (cacheLen > 0, no padMask): the cache's scores and values are separate
+    /// matmuls at "blk.L.cache", as in editing graphs, so every op keeps the location and ordinal
+    /// it has in the calibration graph (concatenating the cache would shift them, and the ranges
+    /// with them). RoPE tables and the mask stay parameters: one function serves every position.
+    public var separateCache: Bool
+
     /// Editing: the function starts inside this layer, after its attention: it takes the residual
     /// stream there ("attn_residual" [B, T, D]) and the layer's MLP output ("ffn_out" [B, T, D])
     /// instead of embeddings, and runs only the layers after it (caches of those layers only).
@@ -40,10 +46,11 @@ public struct ForwardShape: Hashable, Sendable {
     /// A decode function (cacheLen > 0 without padMask) always returns its new keys and values.
     public init(batch: Int = 1, seqLen: Int, cacheLen: Int = 0, emitCache: Bool = false,
                 injectLayer: Int? = nil, scored: ScoredRows? = nil, probeLayer: Int? = nil, padMask: [Float]? = nil, logits: Bool = true,
-                startLayer: Int? = nil, exportLayer: Int? = nil, loss: LossHead? = nil) {
+                startLayer: Int? = nil, exportLayer: Int? = nil, loss: LossHead? = nil, separateCache: Bool = false) {
         self.batch = batch; self.seqLen = seqLen; self.cacheLen = cacheLen; self.emitCache = emitCache || (cacheLen > 0 && padMask == nil)
         self.injectLayer = injectLayer; self.scored = scored; self.probeLayer = probeLayer; self.padMask = padMask; self.logits = logits
         self.startLayer = startLayer; self.exportLayer = exportLayer; self.loss = loss
+        self.separateCache = separateCache || padMask != nil
     }
 
     /// The first layer the function runs whole.
@@ -213,7 +220,7 @@ public final class LlamaImporter {
             } else {
                 f.loc = "blk.\(l).attn"
                 let (attnOut, k, v) = try attention(f, layer: l, h, cos: cos, sin: sin, mask: mask, cache: C > 0 ? caches[l] : nil, B: B, T: T,
-                                                    split: shape.padMask != nil)
+                                                    split: shape.separateCache)
                 h = try f.emit(.add, [h, attnOut])
                 newKV[l] = (k, v)
                 f.loc = "blk.\(l).ffn"

@@ -329,7 +329,36 @@ static inline void block_fc_avx2_body(const int16_t *x, int rows, int k, const i
         }
         if (j < j1) block_fc_portable_rows(x, r, r + 4, k, w, bits, scale, offset, block, n, j, j1, sums, out);
     }
-    if (r < rows) block_fc_portable_rows(x, r, rows, k, w, bits, scale, offset, block, n, j0, j1, sums, out);
+    // Remaining rows (all of a decode step's one) one at a time, 4 outputs per inner loop.
+    for (; r < rows; r++) {
+        const int16_t *xr = x + (size_t)r * k;
+        block_sums(xr, k, block, sums);
+        int j = j0;
+        for (; j + 4 <= j1; j += 4) {
+            const int8_t *w0 = w + (size_t)j * stride;
+            const int16_t *s0 = scale + (size_t)j * kb;
+            __m256i t = _mm256_setzero_si256();
+            for (int b = 0; b < kb; b++) {
+                __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+                for (int i = b * block, e = i + block; i < e; i += 16) {
+                    __m256i v = _mm256_loadu_si256((const __m256i *)(xr + i));
+                    a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(v, weights16(w0, i, bits)));
+                    a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(v, weights16(w0 + stride, i, bits)));
+                    a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(v, weights16(w0 + 2 * stride, i, bits)));
+                    a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(v, weights16(w0 + 3 * stride, i, bits)));
+                }
+                // Lane q: output j + q's block sum, times its block scale.
+                __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
+                __m128i sum = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+                __m256i sc = _mm256_set_epi64x(s0[3 * kb + b], s0[2 * kb + b], s0[kb + b], s0[b]);
+                t = _mm256_add_epi64(t, _mm256_mul_epi32(_mm256_cvtepi32_epi64(sum), sc));
+            }
+            int64_t tq[4];
+            _mm256_storeu_si256((__m256i *)tq, t);
+            for (int q = 0; q < 4; q++) emit(out, (size_t)r * n + j + q, j + q, tq[q] + block_offsets(offset + (size_t)(j + q) * kb, sums, kb));
+        }
+        if (j < j1) block_fc_portable_rows(x, r, r + 1, k, w, bits, scale, offset, block, n, j, j1, sums, out);
+    }
 }
 
 // One copy per weight width, so the inner loop has no branch on it.

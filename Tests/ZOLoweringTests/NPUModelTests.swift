@@ -58,4 +58,30 @@ final class NPUModelTests: XCTestCase {
         XCTAssertLessThan(total / 4, 0.03)
         XCTAssertGreaterThanOrEqual(agree, 3)
     }
+
+    /// Decoding with the int KV cache follows the static int forward: at each new position the
+    /// token it chose is the static forward's top-1 or within a hair of it (the two lower the
+    /// scores' masks and RoPE tables differently, so logits can differ in their last bits).
+    func testKVCacheDecodingFollowsTheStaticForward() throws {
+        struct Case: Decodable { let prompt: String; let ids: [Int] }
+        struct Cases: Decodable { let cases: [Case] }
+        let lm = try model()
+        let c = try JSONDecoder().decode(Cases.self, from: TestPaths.fixture("logits_fp32.json")).cases[0]
+        let n = 10
+        let generated = try lm.generate(c.ids, maxTokens: n)
+        XCTAssertEqual(generated.count, n)
+        let decode = try XCTUnwrap(lm.npuDecoders.values.first)
+        try Verifier.verify(decode.decode.module, profile: .npu)
+        XCTAssertEqual(OpHistogram(decode.decode.module).floatOps, 0)
+        let full = try lm.logits(c.ids + generated.dropLast())
+        var top1 = 0, worst: Float = 0
+        for (i, t) in generated.enumerated() {
+            let row = full[c.ids.count - 1 + i]
+            worst = max(worst, row.max()! - row[t])
+            XCTAssertLessThan(row.max()! - row[t], 0.3, "position \(i): the decoder's token is far from the static forward's top-1")
+            if argmax(row) == t { top1 += 1 }
+        }
+        print("KV-cache decoding: \(top1)/\(n) tokens the static forward's top-1, largest logit gap \(worst)")
+        XCTAssertGreaterThanOrEqual(top1, n - 1)
+    }
 }

@@ -120,11 +120,11 @@ final class IntKernelTests: XCTestCase {
     }
 
     func testBlockFullyConnectedIsExact() throws {
-        // 4-row groups and leftover rows, odd output counts, the portable path (block 8: not a
+        // 4-row groups and leftover rows (a decode step's single row: 4 outputs at a time and a tail), odd output counts, the portable path (block 8: not a
         // multiple of 16), blocks of 32 and 512, and the split of outputs between threads.
         // Both weight widths: int8, and 4-bit levels two per byte (random bytes: every nibble).
         for bits in [8, 4] {
-            for (rows, k, n, block) in [(5, 64, 3, 32), (9, 96, 7, 8), (4, 1024, 5, 512), (6, 576, 1024, 32)] {
+            for (rows, k, n, block) in [(5, 64, 3, 32), (9, 96, 7, 8), (4, 1024, 5, 512), (6, 576, 1024, 32), (1, 576, 11, 32), (1, 1536, 64, 32)] {
                 let kb = k / block
                 let x = i16s(rows * k), w = bits == 8 ? i8s(n * k) : (0..<(n * k / 2)).map { _ in Int8.random(in: .min ... .max, using: &rng) }
                 let sc = i16s(n * kb), of = i16s(n * kb)

@@ -14,7 +14,7 @@ extension WeightForm: ExpressibleByArgument {}
 struct ZoBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "zo benchmarks (build with -c release).",
-        subcommands: [Float32Forward.self, Float32Once.self, Fidelity.self, Greedy.self, IntForward.self, EditStep.self, Kernels.self, EditDirections.self, ArtifactLoad.self, ArtifactLoadOnce.self])
+        subcommands: [Float32Forward.self, Float32Once.self, Fidelity.self, Greedy.self, IntForward.self, EditStep.self, Decode.self, Kernels.self, EditDirections.self, ArtifactLoad.self, ArtifactLoadOnce.self])
 }
 
 struct Float32Forward: ParsableCommand {
@@ -286,18 +286,52 @@ struct EditStep: ParsableCommand {
         print("edit step graph, record \(record): \(g.copies) copies × \(layout.sequences.count) prompts × \(g.rows) rows, \(Threads.count) threads")
         print(String(format: "  time (median of %d):  %.3f s", runs, t))
         print(String(format: "  integer MACs:         %.2f G  (%.1f GMAC/s)", macs / 1e9, macs / 1e9 / t))
-        let prof = g.interpreter.profile ?? [:]
-        let total = prof.values.reduce(0, +)
-        var elements: [String: (ops: Int, count: Int)] = [:]
-        for (op, k) in zip(f.ops, try g.interpreter.profileKeys(g.name)) where !k.isEmpty {
-            elements[k, default: (0, 0)].ops += 1; elements[k]!.count += op.type.elementCount
+        try printProfile(g.interpreter, g.name, runs: runs)
+    }
+}
+
+/// The time `interp` spent per op kind over `runs` runs of `name` (its profile), largest first.
+func printProfile(_ interp: Interpreter, _ name: String, runs: Int) throws {
+    guard let f = interp.module.function(name) else { throw RuntimeError.noFunction(name, available: interp.module.functions.map(\.name)) }
+    let prof = interp.profile ?? [:]
+    let total = prof.values.reduce(0, +)
+    var elements: [String: (ops: Int, count: Int)] = [:]
+    for (op, k) in zip(f.ops, try interp.profileKeys(name)) where !k.isEmpty {
+        elements[k, default: (0, 0)].ops += 1; elements[k]!.count += op.type.elementCount
+    }
+    print("  op kind and result     time/run   share   ops  elements  ns/element")
+    for (k, v) in prof.sorted(by: { $0.value > $1.value }) where v / total > 0.005 {
+        let e = elements[k] ?? (0, 0)
+        print(String(format: "  %-22@ %6.3f s  %5.1f%%  %4d  %8.2fM  %6.2f", k as NSString, v / Double(runs), 100 * v / total,
+                     e.ops, Double(e.count) / 1e6, v / Double(runs) / Double(max(e.count, 1)) * 1e9))
+    }
+}
+
+struct Decode: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Greedy decoding on the int path with its KV cache: tokens/s and the decode function's time per op kind.")
+    @Option(help: "The model (GGUF).") var model: String = DefaultModel.path
+    @Option(help: "The prompt text.") var prompt: String = "The capital of France is"
+    @Option(name: .short, help: "Tokens per run.") var n: Int = 48
+    @Option(help: "Timed runs.") var runs: Int = 3
+    @Option(help: "Weight form: blocks or per-channel.") var weights: WeightForm = .blocks
+
+    func run() throws {
+        let lm = try LanguageModel(path: model, precision: .int, weightForm: weights)
+        let ids = lm.tokenizer.encode(prompt)
+        let never: (Int) -> Bool = { _ in false }
+        _ = try lm.generate(ids, maxTokens: n)  // lowers the prefill and decode functions
+        guard let d = lm.npuDecoders.values.first else { throw RuntimeError.badRequest("no decoder was built") }
+        d.decode.profile = [:]
+        var rates: [Double] = []
+        for _ in 0..<runs {
+            var stamps: [Double] = []
+            _ = try d.generate(ids, maxTokens: n, isStop: never) { _ in stamps.append(monotonicSeconds()) }
+            rates.append(Double(stamps.count - 1) / (stamps.last! - stamps.first!))
         }
-        print("  op kind and result     time/run   share   ops  elements  ns/element")
-        for (k, v) in prof.sorted(by: { $0.value > $1.value }) where v / total > 0.005 {
-            let e = elements[k] ?? (0, 0)
-            print(String(format: "  %-22@ %6.3f s  %5.1f%%  %4d  %8.2fM  %6.2f", k as NSString, v / Double(runs), 100 * v / total,
-                         e.ops, Double(e.count) / 1e6, v / Double(runs) / Double(max(e.count, 1)) * 1e9))
-        }
+        print("int decode, \(ids.count)-token prompt, \(n) tokens (no stop), \(Threads.count) threads, \(weights.rawValue) weights")
+        print(String(format: "  tokens/s (median of %d): %.1f   (runs: %@)", runs, median(rates), rates.map { String(format: "%.1f", $0) }.joined(separator: ", ")))
+        try printProfile(d.decode, d.decodeName, runs: runs * (n - 1))
     }
 }
 
