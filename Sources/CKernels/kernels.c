@@ -387,9 +387,134 @@ static void block_fc_tile(const int16_t *x, int rows, int k, const int8_t *w, in
     block_fc_portable_rows(x, 0, rows, k, w, bits, scale, offset, block, n, j0, j1, sums, o);
 }
 
+// The packed path for many rows: a tile's weights are first copied so that one 16-byte load
+// holds input pair p of 8 consecutive outputs ([group][pair][output][2], 4-bit levels widened to
+// int8). vpmaddwd of a broadcast input pair with it leaves each output's block sum in its own
+// lane, so the block scale and offset are applied to 8 outputs at once (vpmuldq on even and odd
+// lanes) instead of after a horizontal reduction per output, as block_fc_avx2_body must.
+static void pack_block_tile(const int8_t *w, int bits, const int16_t *scale, const int16_t *offset, int k, int kb, int j0, int groups,
+                            int8_t *pw, int32_t *ps, int32_t *po) {
+    const size_t stride = bits == 8 ? (size_t)k : (size_t)k / 2;
+    for (int g = 0; g < groups; g++)
+        for (int o = 0; o < 8; o++) {
+            const int j = j0 + 8 * g + o;
+            const int8_t *wj = w + (size_t)j * stride;
+            int8_t *d = pw + (size_t)g * (size_t)k * 8 + 2 * o;
+            if (bits == 8) {
+                for (int i = 0; i < k; i += 2) { d[(size_t)i * 8] = wj[i]; d[(size_t)i * 8 + 1] = wj[i + 1]; }
+            } else {
+                for (int i = 0; i < k; i += 2) {
+                    uint8_t v = (uint8_t)wj[i >> 1];
+                    d[(size_t)i * 8] = (int8_t)(v & 15); d[(size_t)i * 8 + 1] = (int8_t)(v >> 4);
+                }
+            }
+            for (int b = 0; b < kb; b++) {
+                ps[((size_t)g * kb + b) * 8 + o] = scale[(size_t)j * kb + b];
+                po[((size_t)g * kb + b) * 8 + o] = offset[(size_t)j * kb + b];
+            }
+        }
+}
+
+#if defined(__x86_64__)
+// Rows x0..x3 (int16 [k]; sums: their block sums [4][kb]) × the 16 outputs of packed groups g0
+// and g0 + 1; results go to out[q][0..15] (int64).
+__attribute__((target("avx2")))
+static void block_fc_packed_4x16(const int16_t *const xs[4], const int32_t *sums, int k, int kb, int block,
+                                 const int8_t *pw, const int32_t *ps, const int32_t *po, int64_t out[4][16]) {
+    const size_t gw = (size_t)k * 8, gs = (size_t)kb * 8;
+    // Totals: [row][group][even, odd] lanes (outputs 0,2,4,6 / 1,3,5,7 of the group), int64.
+    __m256i tot[4][2][2];
+    for (int q = 0; q < 4; q++) for (int g = 0; g < 2; g++) tot[q][g][0] = tot[q][g][1] = _mm256_setzero_si256();
+    for (int b = 0; b < kb; b++) {
+        __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+        const int8_t *w0 = pw + (size_t)b * block * 8, *w1 = w0 + gw;
+        for (int i = b * block, e = i + block; i < e; i += 2, w0 += 16, w1 += 16) {
+            __m256i v0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w0));
+            __m256i v1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w1));
+            __m256i x;
+            x = _mm256_set1_epi32(*(const int32_t *)(xs[0] + i));
+            a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(x, v0)); a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(x, v1));
+            x = _mm256_set1_epi32(*(const int32_t *)(xs[1] + i));
+            a10 = _mm256_add_epi32(a10, _mm256_madd_epi16(x, v0)); a11 = _mm256_add_epi32(a11, _mm256_madd_epi16(x, v1));
+            x = _mm256_set1_epi32(*(const int32_t *)(xs[2] + i));
+            a20 = _mm256_add_epi32(a20, _mm256_madd_epi16(x, v0)); a21 = _mm256_add_epi32(a21, _mm256_madd_epi16(x, v1));
+            x = _mm256_set1_epi32(*(const int32_t *)(xs[3] + i));
+            a30 = _mm256_add_epi32(a30, _mm256_madd_epi16(x, v0)); a31 = _mm256_add_epi32(a31, _mm256_madd_epi16(x, v1));
+        }
+        const __m256i acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
+        for (int g = 0; g < 2; g++) {
+            const __m256i sc = _mm256_loadu_si256((const __m256i *)(ps + g * gs + (size_t)b * 8)), sco = _mm256_srli_epi64(sc, 32);
+            const __m256i of = _mm256_loadu_si256((const __m256i *)(po + g * gs + (size_t)b * 8)), ofo = _mm256_srli_epi64(of, 32);
+            for (int q = 0; q < 4; q++) {
+                const __m256i s = _mm256_set1_epi32(sums[(size_t)q * kb + b]);
+                tot[q][g][0] = _mm256_add_epi64(tot[q][g][0], _mm256_add_epi64(_mm256_mul_epi32(acc[q][g], sc), _mm256_mul_epi32(s, of)));
+                tot[q][g][1] = _mm256_add_epi64(tot[q][g][1],
+                                                _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(acc[q][g], 32), sco), _mm256_mul_epi32(s, ofo)));
+            }
+        }
+    }
+    for (int q = 0; q < 4; q++)
+        for (int g = 0; g < 2; g++) {
+            int64_t e[4], o[4];
+            _mm256_storeu_si256((__m256i *)e, tot[q][g][0]);
+            _mm256_storeu_si256((__m256i *)o, tot[q][g][1]);
+            for (int t = 0; t < 4; t++) { out[q][8 * g + 2 * t] = e[t]; out[q][8 * g + 2 * t + 1] = o[t]; }
+        }
+}
+
+// block_fc over many rows with packed tiles (AVX2, even blocks, at least 16 outputs). Outputs
+// past the last multiple of 16 of a tile go to block_fc_tile. Returns -1 when out of memory.
+static int block_fc_packed(const int16_t *x, int rows, int k, const int8_t *w, int bits, const int16_t *scale, const int16_t *offset,
+                           int block, int n, int j0, int j1, const fc_out *o) {
+    const int kb = k / block;
+    const size_t stride = bits == 8 ? (size_t)k : (size_t)k / 2;
+    const int tile = output_tile(k, 1) >= 16 ? output_tile(k, 1) & ~15 : 16;
+    int8_t *pw = malloc((size_t)tile * k);
+    int32_t *ps = malloc(sizeof(int32_t) * (size_t)tile * kb), *po = malloc(sizeof(int32_t) * (size_t)tile * kb);
+    int32_t *sums = malloc(sizeof(int32_t) * 4 * (size_t)kb);
+    int64_t *scratch = malloc(sizeof(int64_t) * 4 * (size_t)tile);
+    if (!pw || !ps || !po || !sums || !scratch) { free(pw); free(ps); free(po); free(sums); free(scratch); return -1; }
+    for (int t0 = j0; t0 < j1; t0 += tile) {
+        const int t1 = t0 + tile < j1 ? t0 + tile : j1, len = t1 - t0, packed = len & ~15;
+        pack_block_tile(w, bits, scale, offset, k, kb, t0, packed / 8, pw, ps, po);
+        for (int r0 = 0; r0 < rows; r0 += 4) {
+            const int rr = rows - r0 < 4 ? rows - r0 : 4;
+            const int16_t *xs[4];
+            for (int q = 0; q < 4; q++) {
+                xs[q] = x + (size_t)(r0 + (q < rr ? q : 0)) * k;
+                block_sums(xs[q], k, block, sums + (size_t)q * kb);
+            }
+            for (int g = 0; g < packed / 8; g += 2) {
+                int64_t out[4][16];
+                block_fc_packed_4x16(xs, sums, k, kb, block, pw + (size_t)g * k * 8, ps + (size_t)g * kb * 8, po + (size_t)g * kb * 8, out);
+                for (int q = 0; q < rr; q++)
+                    for (int c = 0; c < 16; c++) {
+                        const int j = t0 + 8 * g + c;
+                        if (o->raw) emit(o, (size_t)(r0 + q) * n + j, j, out[q][c]);
+                        else scratch[(size_t)q * len + 8 * g + c] = out[q][c];
+                    }
+            }
+            if (packed < len) {
+                fc_out so = {scratch, NULL, NULL, NULL, 1, 64};
+                const fc_out *to = o->raw ? o : &so;
+                const int16_t *xr = x + (size_t)r0 * k;
+                if (o->raw) block_fc_tile(xr, rr, k, w, bits, scale, offset, block, n, t0 + packed, t1, sums, &(fc_out){o->raw + (size_t)r0 * n, NULL, NULL, NULL, 1, 64});
+                else block_fc_tile(xr, rr, k, w + (size_t)t0 * stride, bits, scale + (size_t)t0 * kb, offset + (size_t)t0 * kb, block, len, packed, len, sums, to);
+            }
+            if (!o->raw) rescale_rows(scratch, rr, len, t0, r0, n, o);
+        }
+    }
+    free(pw); free(ps); free(po); free(sums); free(scratch);
+    return 0;
+}
+#endif
+
 static int block_fc(const int16_t *x, int rows, int k, const int8_t *w, int bits, const int16_t *scale, const int16_t *offset,
                     int block, int n, int j0, int j1, const fc_out *o) {
     if (block < 1 || block > 512 || k % block != 0 || (bits != 8 && bits != 4) || (bits == 4 && block % 2 != 0)) return -1;
+#if defined(__x86_64__)
+    if (zo_has_avx2() && rows >= 4 && block % 2 == 0 && j1 - j0 >= 16) return block_fc_packed(x, rows, k, w, bits, scale, offset, block, n, j0, j1, o);
+#endif
     int32_t *sums = malloc(sizeof(int32_t) * 4 * (size_t)(k / block));
     if (!sums) return -1;
     const int tile = output_tile(k, 1);

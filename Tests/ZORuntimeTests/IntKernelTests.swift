@@ -121,10 +121,11 @@ final class IntKernelTests: XCTestCase {
 
     func testBlockFullyConnectedIsExact() throws {
         // 4-row groups and leftover rows (a decode step's single row: 4 outputs at a time and a tail), odd output counts, the portable path (block 8: not a
-        // multiple of 16), blocks of 32 and 512, and the split of outputs between threads.
+        // multiple of 16), blocks of 32 and 512, and the split of outputs between threads; the packed path (4+ rows, 16+
+        // outputs) with outputs past a multiple of 16 and a short last row group.
         // Both weight widths: int8, and 4-bit levels two per byte (random bytes: every nibble).
         for bits in [8, 4] {
-            for (rows, k, n, block) in [(5, 64, 3, 32), (9, 96, 7, 8), (4, 1024, 5, 512), (6, 576, 1024, 32), (1, 576, 11, 32), (1, 1536, 64, 32)] {
+            for (rows, k, n, block) in [(5, 64, 3, 32), (9, 96, 7, 8), (4, 1024, 5, 512), (6, 576, 1024, 32), (1, 576, 11, 32), (1, 1536, 64, 32), (7, 1024, 40, 512), (4, 64, 19, 16), (13, 96, 1000, 2)] {
                 let kb = k / block
                 let x = i16s(rows * k), w = bits == 8 ? i8s(n * k) : (0..<(n * k / 2)).map { _ in Int8.random(in: .min ... .max, using: &rng) }
                 let sc = i16s(n * kb), of = i16s(n * kb)
@@ -140,12 +141,15 @@ final class IntKernelTests: XCTestCase {
         // Every operand at its extreme: each block's Σ x·w is 512 · 2^15 · 127 (near 2^31), times
         // −32768, and the offsets' Σ x; over 4 blocks the total needs 50 bits.
         let k = 2048, block = 512
-        let y = ints(try run(.blockFullyConnected, [(TensorType(.i16, [4, k]), .i16(Array(repeating: .min, count: 4 * k)))],
-                             consts: [(TensorType(.i8, [2, k]), .i8(Array(repeating: -127, count: 2 * k))),
-                                      (TensorType(.i16, [2, 4]), .i16(Array(repeating: .min, count: 8))),
-                                      (TensorType(.i16, [2, 4]), .i16(Array(repeating: .max, count: 8)))], ["block": .int(block)]))
-        let one = Int64(-32768) * (Int64(512) * 32768 * 127) + Int64(32767) * (Int64(512) * -32768)
-        XCTAssertEqual(y, Array(repeating: 4 * one, count: 8))
+        // 2 outputs take the row-major kernel, 16 the packed one.
+        for n in [2, 16] {
+            let y = ints(try run(.blockFullyConnected, [(TensorType(.i16, [4, k]), .i16(Array(repeating: .min, count: 4 * k)))],
+                                 consts: [(TensorType(.i8, [n, k]), .i8(Array(repeating: -127, count: n * k))),
+                                          (TensorType(.i16, [n, 4]), .i16(Array(repeating: .min, count: 4 * n))),
+                                          (TensorType(.i16, [n, 4]), .i16(Array(repeating: .max, count: 4 * n)))], ["block": .int(block)]))
+            let one = Int64(-32768) * (Int64(512) * 32768 * 127) + Int64(32767) * (Int64(512) * -32768)
+            XCTAssertEqual(y, Array(repeating: 4 * one, count: 4 * n))
+        }
     }
 
     func testBlockFullyConnectedRefusesABlockThatDoesNotDivideK() {
