@@ -27,12 +27,13 @@ public enum EditPlan {
             let (m, p) = try editor.compile(r, tag: "e\(i)")
             var all = module.map { var a = $0; a.merge(m); return a } ?? m
             all = try ShareConstantsPass().run(all)
-            let mine = all.functions.filter { [p.prefix, p.step, p.probe].contains($0.name) }
+            let names = [p.prefix, p.step, p.probe] + (p.refresh.map { [$0] } ?? [])
+            let mine = all.functions.filter { names.contains($0.name) }
             functions.append(("plan.\(i).functions", try ManifestCodec.encodeModule(Module(name: "plan.\(i)", functions: mine))))
             all.functions = module?.functions ?? mine.filter { $0.name == p.prefix }
             module = all
             module!.attributes["plan.\(i).request"] = .string(r.json.serialized)
-            module!.attributes["plan.\(i).functions"] = .string([p.prefix, p.step, p.probe].joined(separator: ","))
+            module!.attributes["plan.\(i).functions"] = .string(names.joined(separator: ","))
             progress(i + 1)
         }
         var m = module!
@@ -91,10 +92,12 @@ public final class LoadedPlan {
     public func program(_ i: Int) throws -> EditProgram {
         let layout = try EditLayout(requests[i], prefixes: prefixes, tokenizer: tokenizer)
         guard case let .string(f)? = artifact.module.attributes["plan.\(i).functions"], case let names = f.split(separator: ",").map(String.init),
-              names.count == 3 else {
-            throw ArtifactError.invalidField(path: artifact.path, field: "plan.\(i).functions", reason: "missing (prefix,step,probe)")
+              names.count == 3 || names.count == 4 else {
+            throw ArtifactError.invalidField(path: artifact.path, field: "plan.\(i).functions", reason: "missing (prefix,step,probe[,refresh])")
         }
-        return EditProgram(request: requests[i], layout: layout, prefix: names[0], step: names[1], probe: names[2], valueNorm: 0, deltaRange: 0)
+        var program = EditProgram(request: requests[i], layout: layout, prefix: names[0], step: names[1], probe: names[2], valueNorm: 0, deltaRange: 0)
+        program.refresh = names.count == 4 ? names[3] : nil
+        return program
     }
 
     /// Edit `i`'s functions (decoded from their host segment) over the plan's constants, in an

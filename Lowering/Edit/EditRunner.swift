@@ -9,6 +9,10 @@ public struct EditProgram: Sendable {
     public var request: EditRequest
     public var layout: EditLayout
     public var prefix: String, step: String, probe: String
+    /// The refresh function (nil in plans made before it, and when no row precedes the subject):
+    /// the rows before the subject with δ·(k̄·k)/‖k̄‖² added at layer L, returning the later
+    /// layers' keys and values there (see `EditRunner.refreshed`).
+    public var refresh: String? = nil
     /// ‖v_init‖ when compiled (the run recomputes it; the two agree on the same weights).
     public var valueNorm: Float
     /// The largest |δ_i| the step and probe functions represent (clamp · ‖v_init‖): δ's grid.
@@ -109,13 +113,15 @@ public struct PrefixRun {
 
     /// How much of δ the rank-one update adds at each row: (k̄·k_row)/‖k̄‖², since W' k = W k + δ·(k̄·k)/‖k̄‖²
     /// for every key k. Per prompt, for the `rows` rows of a graph that starts at row `first` of
-    /// the padded layout; rows before the subject get 0 (the prefix cache holds them unperturbed).
-    func keyResponse(_ key: [Float], first: Int, rows: Int) throws -> [[Float]] {
+    /// the padded layout. Rows before the subject get 0 (the step functions read them from the
+    /// prefix cache) unless `beforeSubject` (the refresh function's and the full graph's rows);
+    /// padding rows get 0.
+    func keyResponse(_ key: [Float], first: Int, rows: Int, beforeSubject: Bool = false) throws -> [[Float]] {
         let F = config.ffn, R = layout.cacheLength + layout.suffixLength, C = layout.cacheLength, keys = try i16("ffn_key")
-        let kk = key.reduce(0) { $0 + $1 * $1 }
+        let kk = key.reduce(0) { $0 + $1 * $1 }, offsets = layout.offsets
         return (0..<layout.sequences.count).map { p in
             (first..<(first + rows)).map { r in
-                guard r >= C else { return 0 }
+                guard r >= C || (beforeSubject && r >= offsets[p]) else { return 0 }
                 var dot: Float = 0
                 for j in 0..<F { dot += Float(keys[(p * R + r) * F + j]) * key[j] }
                 return dot * keyScale / kk
@@ -173,6 +179,9 @@ public final class EditRunner {
         public let valueInit: [Float], key: [Float]
         public let valueNorm: Float
         public let step: EditGraph, probe: EditGraph
+        /// The refresh function bound to the embedded rows before the subject, with δ's weight
+        /// at each of them (nil without a refresh function).
+        public let refresh: EditGraph?
     }
 
     public func start() throws -> Start {
@@ -184,8 +193,41 @@ public final class EditRunner {
             let weights = settings.injection == .update ? try base.keyResponse(key, first: layout.cacheLength, rows: g.rows) : nil
             return try g.binding(base.stepInputs(layer: L, copies: g.copies), rowWeights: weights)
         }
+        var refresh: EditGraph?
+        if let name = program.refresh, settings.injection == .update {
+            let C = layout.cacheLength
+            let g = try EditGraph(interpreter: interpreter, name: name, layout: layout, hidden: D, fixed: [:])
+            guard let f = interpreter.module.function(name), g.rows == C, g.copies == 1 else {
+                throw RuntimeError.badRequest("@\(name) does not take the \(C) rows before the subject of one copy")
+            }
+            let scale = try EditGraph.scale(f.params.first { $0.name == "embeddings" }?.type, "@\(name) embeddings")
+            let e = try embed(layout.paddedIDs(first: 0, rows: C, padID: padID))
+            refresh = try g.binding(["embeddings": .i16(EditGraph.quantize(e, scale))],
+                                    rowWeights: try base.keyResponse(key, first: 0, rows: C, beforeSubject: true))
+        }
         return Start(base: base, valueInit: vInit, key: key, valueNorm: vInit.reduce(0) { $0 + $1 * $1 }.squareRoot(),
-                     step: try bound(program.step), probe: try bound(program.probe))
+                     step: try bound(program.step), probe: try bound(program.probe), refresh: refresh)
+    }
+
+    /// `g` reading the later layers' keys and values of the rows before the subject from the
+    /// refresh function run at `delta`. The rank-one update moves every row by δ·(k̄·k)/‖k̄‖², the
+    /// rows before the subject too (a subject's first tokens: 0.1–0.3), and the prefix cache holds
+    /// them unperturbed: with δ of 4–5 ‖v_init‖ the probe then passes where the edited model fails.
+    /// The loop refreshes the cache whenever it probes, so the probe and the steps after it see
+    /// those rows as the update will leave them (at that δ).
+    public func refreshed(_ graphs: [EditGraph], by refresh: EditGraph, at delta: [Float]) throws -> [EditGraph] {
+        defer { interpreter.releaseWeightPages(onlyIn: refresh.name) }
+        let out = try refresh.run([delta])
+        var caches: [String: TensorData] = [:]
+        for l in (settings.layer + 1)..<config.layers {
+            guard let k = out["k.\(l)"], let v = out["v.\(l)"] else { throw RuntimeError.badRequest("@\(refresh.name) returned no k.\(l), v.\(l)") }
+            caches["k_cache.\(l)"] = k; caches["v_cache.\(l)"] = v
+        }
+        return try graphs.map { g in
+            var fixed = g.fixed
+            for (name, data) in caches { fixed[name] = data.repeated(g.copies) }
+            return try g.binding(fixed, rowWeights: g.rowWeights)
+        }
     }
 
     /// The edit loss at each point (δ of copy c of `g`): target NLL (token-mean per rewrite
@@ -239,7 +281,7 @@ public final class EditRunner {
         let begin = Date()
         let s = settings, L = s.layer, D = config.hidden, q = s.directions
         let st = try start()
-        let (step, probe, vNorm) = (st.step, st.probe, st.valueNorm)
+        var (step, probe, vNorm) = (st.step, st.probe, st.valueNorm)
         guard step.copies == 2 * q else {
             throw RuntimeError.badRequest("@\(program.step) runs \(step.copies) copies; \(q) directions need \(2 * q)")
         }
@@ -251,6 +293,7 @@ public final class EditRunner {
         var update: (edited: [Float], clipped: Int, pAfter: Double)?
         while true {
             if probeDue || steps == s.maxSteps {
+                if let r = st.refresh { (step, probe) = try { let g = try refreshed([step, probe], by: r, at: delta); return (g[0], g[1]) }() }
                 pmin = try minTargetProbability(probe, delta)
                 probes += 1
             }

@@ -297,6 +297,16 @@ public final class ZOEditor {
         return (m, grids)
     }
 
+    /// Lowers the refresh function: the rows before the subject of every prompt, with δ's rows
+    /// added to layer L's MLP output, returning every layer's keys and values (the ops of the full
+    /// graph's first C rows, so the same ranges and grids as the prefix function's).
+    func lowerRefresh(_ name: String, _ layout: EditLayout, deltaRange: Double) throws -> Module {
+        let C = layout.cacheLength
+        let shape = ForwardShape(batch: layout.sequences.count, seqLen: C, emitCache: true, injectLayer: settings.layer,
+                                 padMask: layout.mask(copies: 1, first: 0, rows: C), logits: false)
+        return try compiler(deltaRange: deltaRange).lower(name, shape)
+    }
+
     /// Compiles one edit: its prefix, step (2q copies) and probe (1 copy) functions in one module,
     /// named "<tag>_prefix", "<tag>_step", "<tag>_probe". The prefix runs once here for ‖v_init‖,
     /// which sizes δ's grid (clamp · ‖v_init‖).
@@ -317,6 +327,10 @@ public final class ZOEditor {
         m.merge(try lowerGraph(names.step, layout, copies: 2 * settings.directions, deltaRange: range, grids: grids,
                                loss: layout.lossHead(klBase: try run.klBase)))
         m.merge(try lowerGraph(names.probe, layout, copies: 1, deltaRange: range, grids: grids, loss: layout.lossHead(klBase: nil)))
+        if layout.cacheLength > 0 && settings.injection == .update {
+            program.refresh = "\(tag)_refresh"
+            m.merge(try lowerRefresh(program.refresh!, layout, deltaRange: range))
+        }
         return (m, program)
     }
 
@@ -334,7 +348,9 @@ public final class ZOEditor {
     /// The full editing graph of a compiled edit (every layer on every row, `copies` copies), bound
     /// to its embedded prompts: the reference its step function must match bit for bit. It returns
     /// the scored rows' logits as well as the step function's loss terms.
-    public func fullGraph(_ runner: EditRunner, copies: Int) throws -> EditGraph {
+    /// With `beforeSubject`, δ·(k̄·k)/‖k̄‖² is added at the rows before the subject too (what step
+    /// functions on a refreshed cache compute).
+    public func fullGraph(_ runner: EditRunner, copies: Int, beforeSubject: Bool = false) throws -> EditGraph {
         counter += 1
         let layout = runner.program.layout, name = "edit\(counter)_full"
         let st = try runner.start()
@@ -346,7 +362,8 @@ public final class ZOEditor {
         let scale = try EditGraph.scale(f.params.first { $0.name == "embeddings" }?.type, "@\(name) embeddings")
         return try EditGraph(interpreter: interpreter(m), name: name, layout: layout, hidden: model.config.hidden,
                              fixed: ["embeddings": TensorData.i16(EditGraph.quantize(e, scale)).repeated(copies)],
-                             rowWeights: settings.injection == .update ? st.base.keyResponse(st.key, first: 0, rows: rows) : nil)
+                             rowWeights: settings.injection == .update
+                                ? st.base.keyResponse(st.key, first: 0, rows: rows, beforeSubject: beforeSubject) : nil)
     }
 
     /// Compiles one edit and binds it to an interpreter sharing the model's weights.

@@ -169,6 +169,39 @@ final class EditGraphTests: XCTestCase {
             row += 1
         }
     }
+
+    /// The refresh function gives step functions the rows before the subject as the rank-one
+    /// update leaves them: refreshed at δ, the step function with δ in every copy computes the full
+    /// graph with δ·(k̄·k)/‖k̄‖² at every row (before the subject too) bit for bit; refreshed at
+    /// δ = 0, exactly what it computed on the prefix cache.
+    func testRefreshedStepGraphIsTheFullForwardWithDeltaBeforeTheSubject() throws {
+        let lm = try NPUModelTests.model()
+        var s = EditSettings()
+        s.weights = lm.weightForm
+        s.contextPrefixes = 1
+        s.directions = 1
+        let editor = try ZOEditor(model: lm, settings: s)
+        let runner = try editor.runner(try zsre(1))
+        let st = try runner.start()
+        let refresh = try XCTUnwrap(st.refresh, "a layout with rows before the subject compiled no refresh function")
+        XCTAssertEqual(refresh.rows, runner.program.layout.cacheLength)
+        let D = lm.config.hidden, zero = [Float](repeating: 0, count: D)
+        var push = zero
+        for i in stride(from: 0, to: D, by: 7) { push[i] = 4 * (Float(i % 5) - 2) }
+        func loss(_ g: EditGraph, _ d: [[Float]]) throws -> [[Int64]] {
+            let out = try g.run(d)
+            return try ["loss.max", "loss.exp_sum", "loss.target", "loss.kl_sum", "loss.kl_exp_sum"].map { k in
+                try XCTUnwrap(out[k], "@\(g.name) returns no \(k)").int64Values
+            }
+        }
+        let atZero = try runner.refreshed([st.step], by: refresh, at: zero)[0]
+        XCTAssertEqual(try loss(atZero, [zero, push]), try loss(st.step, [zero, push]), "refreshed at δ = 0 ≠ the prefix cache")
+        let atPush = try runner.refreshed([st.step], by: refresh, at: push)[0]
+        let full = try editor.fullGraph(runner, copies: 2, beforeSubject: true)
+        let refreshed = try loss(atPush, [push, push])
+        XCTAssertEqual(refreshed, try loss(full, [push, push]), "refreshed step ≠ full graph with δ before the subject")
+        XCTAssertNotEqual(refreshed, try loss(st.step, [push, push]), "δ at the rows before the subject changed nothing")
+    }
 }
 
 final class EditMetricsTests: XCTestCase {
