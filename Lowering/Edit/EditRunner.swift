@@ -277,6 +277,10 @@ public final class EditRunner {
         return worst
     }
 
+    /// Steps between refreshes of the rows before the subject (besides one before every probe):
+    /// the steps must optimise the loss the edited model will have, not the prefix cache's.
+    static let refreshInterval = 10
+
     public func run(weights: EditWeights, progress: EditProgress? = nil) throws -> EditOutcome {
         let begin = Date()
         let s = settings, L = s.layer, D = config.hidden, q = s.directions
@@ -292,8 +296,11 @@ public final class EditRunner {
         let w = try weights.downProjection(layer: L)
         var update: (edited: [Float], clipped: Int, pAfter: Double)?
         while true {
+            if let r = st.refresh, probeDue || steps == s.maxSteps || (steps > 0 && steps % Self.refreshInterval == 0) {
+                let g = try refreshed([step, probe], by: r, at: delta)
+                (step, probe) = (g[0], g[1])
+            }
             if probeDue || steps == s.maxSteps {
-                if let r = st.refresh { (step, probe) = try { let g = try refreshed([step, probe], by: r, at: delta); return (g[0], g[1]) }() }
                 pmin = try minTargetProbability(probe, delta)
                 probes += 1
             }

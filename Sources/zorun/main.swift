@@ -195,7 +195,10 @@ struct Run: ParsableCommand {
             }
             source = lm
         }
-        let evalOriginal = try eval ? source!.int8Weight(wname) : nil
+        // The eval model takes each edit on its per-channel int8 form (as `zorun edit`'s model does),
+        // which exists once the first score lowered its graphs: saved then, to undo each edit.
+        if eval { try source!.makeEditable(wname) }
+        var evalOriginal: [Int8]?
         var loop = try EditLoop(requests: p.requests, firstRecord: 0, options: output, eval: eval ? source : nil, inputs: [plan], gguf: source?.gguf)
         try loop.run(
             edit: { i, progress in
@@ -203,7 +206,14 @@ struct Run: ParsableCommand {
                 return try EditRunner(interpreter: weights.interpreter, program: p.program(i), settings: p.settings, config: p.config,
                                       embed: p.embed, padID: p.tokenizer.eosID ?? 0).run(weights: weights, progress: progress)
             },
-            applied: { o in if eval { try source!.replaceWeight(o.weightName, o.editedWeight) } },
+            applied: { o in
+                guard eval else { return }
+                if evalOriginal == nil {
+                    guard let q = try source!.int8Weight(wname) else { throw CLIError("\(model): no int8 form of \(wname) after scoring") }
+                    evalOriginal = q
+                }
+                try source!.replaceWeight(o.weightName, o.editedWeight)
+            },
             undo: {
                 guard !sequential else { return }
                 try weights.reset(to: original)
