@@ -246,7 +246,9 @@ final class EditPlanTests: XCTestCase {
         // The plan's module holds edit 0's prefix function only; each edit's functions come from their segment.
         XCTAssertEqual(plan.artifact.module.functions.count, 1)
         let interp = try plan.interpreter(0, after: Interpreter(module: plan.artifact.module))
-        XCTAssertEqual(interp.module.functions.count, 3)
+        // Prefix, step, probe and refresh.
+        XCTAssertEqual(interp.module.functions.count, 4)
+        XCTAssertNotNil(try plan.program(0).refresh)
         let fromPlan = try EditRunner(interpreter: interp, program: plan.program(0), settings: plan.settings, config: plan.config,
                                       embed: plan.embed, padID: plan.tokenizer.eosID ?? 0).run(weights: PlanWeights(plan: plan, interpreter: interp))
 

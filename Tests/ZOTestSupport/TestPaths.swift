@@ -16,6 +16,7 @@ public enum TestPaths {
 
     public struct Missing: Error, CustomStringConvertible {
         public let description: String
+        public init(description: String) { self.description = description }
     }
 
     /// The model path, or an error telling how to fetch it.
