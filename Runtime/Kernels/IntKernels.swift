@@ -277,8 +277,8 @@ enum IntKernels {
         }
     }
 
-    /// The exact sum of each row of i16 or i32 data (nil for other types): rows of fewer than 2^32
-    /// elements cannot leave Int64, so no saturation check is needed.
+    /// The exact sum of each row of i16, i32 or i64 data (nil for other types): rows of i16 or i32
+    /// of fewer than 2^32 elements cannot leave Int64, so only i64 rows check for saturation.
     static func sumOfRows(_ d: TensorData, rowLength n: Int) -> [Int64]? {
         func rows<T: FixedWidthInteger>(_ a: [T]) -> [Int64] {
             guard n > 0 else { return [] }
@@ -289,6 +289,19 @@ enum IntKernels {
         switch d {
         case let .i16(a): return rows(a)
         case let .i32(a): return rows(a)
+        case let .i64(a):
+            // Saturating at each addition, as `reduceSum` (the norms' sums of i64 squares).
+            guard n > 0 else { return [] }
+            return a.withUnsafeBufferPointer { p in
+                (0..<(a.count / n)).map { r in
+                    var acc: Int64 = 0
+                    for v in p[(r * n)..<((r + 1) * n)] {
+                        let (t, over) = acc.addingReportingOverflow(v)
+                        acc = over ? (v > 0 ? .max : .min) : t
+                    }
+                    return acc
+                }
+            }
         default: return nil
         }
     }

@@ -48,12 +48,13 @@ final class IntKernelTests: XCTestCase {
     }
 
     /// reduce_max and reduce_sum on the last axis (their row loops) and on another axis (the
-    /// general walk), i16 and i32, against the scalar definition.
+    /// general walk), i16, i32 and i64, against the scalar definition.
     func testReductionsOnEveryAxis() throws {
         let shape = [3, 4, 37]
         let x16 = i16s(3 * 4 * 37)
         let x32 = x16.enumerated().map { Int32($0.element) * 40_000 + Int32($0.offset) }
-        for (data, dtype) in [(TensorData.i16(x16), DType.i16), (.i32(x32), .i32)] {
+        let x64 = x16.enumerated().map { Int64($0.element) << 40 + Int64($0.offset) }
+        for (data, dtype) in [(TensorData.i16(x16), DType.i16), (.i32(x32), .i32), (.i64(x64), .i64)] {
             let v = data.int64Values
             for axis in 0..<3 {
                 var out = shape
@@ -73,6 +74,10 @@ final class IntKernelTests: XCTestCase {
                 XCTAssertEqual(ints(try run(.reduceSum, [(t, data)], ["axis": .int(axis)])), sums, "reduce_sum \(dtype) axis \(axis)")
             }
         }
+        // i64 sums saturate at each addition, on the last axis (row loop) as on another (general walk).
+        let big: [Int64] = [.max - 1, 5, -10]
+        XCTAssertEqual(ints(try run(.reduceSum, [(TensorType(.i64, [1, 3]), .i64(big))], ["axis": .int(1)])), [.max - 10])
+        XCTAssertEqual(ints(try run(.reduceSum, [(TensorType(.i64, [3, 1]), .i64(big))], ["axis": .int(0)])), [.max - 10])
     }
 
     func testFullyConnectedIsExact() throws {
