@@ -6,6 +6,9 @@ and ‖δ‖/‖v_init‖ there, for
   guided    the same with --guided-directions of the q drawn in the span of the last
             --guided-rank Adam momenta (snapshots every --guided-every steps), the others in
             its complement, each part's estimate unbiased (guided evolution strategies);
+  forward   one-sided: q directions and the unperturbed δ (q + 1 evaluations per step,
+            against 2q), g = mean over i of (L(δ + εz_i) − L(δ)) / ε · z_i — unbiased to second
+            order too (E[(zᵀHz) z] = 0 for Gaussian z), at the cost of the curvature's variance;
   exact     normalised gradient descent on the true gradient (backprop), steps of
             --exact-step·‖v_init‖/10: how large a δ the edit needs when no noise is added.
 
@@ -13,7 +16,7 @@ and ‖δ‖/‖v_init‖ there, for
 loss is the target tokens' mean NLL (no KL, no context prefixes: the estimators' relative cost is
 what this measures). The stop test at δ is not counted as an evaluation.
 
-usage: python zo_estimators.py EDITS.json [--first 0] [--count 4] [--methods gaussian,exact] [flags]
+usage: python zo_estimators.py EDITS.json [--first 0] [--count 4] [--methods gaussian,forward,exact] [flags]
 """
 import argparse
 import math
@@ -73,15 +76,16 @@ def stopped(e, delta):
         return bool(e.logp(delta[None])[0].exp().min() > 0.5)
 
 
-def zo(e, a, guided):
-    """(evaluations, ‖δ‖/‖v_init‖, stopped) of the Gaussian or guided estimator."""
+def zo(e, a, guided, forward=False):
+    """(evaluations, ‖δ‖/‖v_init‖, stopped) of the Gaussian, guided or forward estimator."""
     d, q = e.m.hidden, a.directions
+    per_step = q + 1 if forward else 2 * q
     eps = a.perturbation * e.v_norm / math.sqrt(d)
     gen = torch.Generator().manual_seed(a.seed)
     opt, delta, momenta = Adam(d, a.lr), torch.zeros(d), []
     for t in range(a.max_steps):
         if stopped(e, delta):
-            return 2 * q * t, float(delta.norm()) / e.v_norm, True
+            return per_step * t, float(delta.norm()) / e.v_norm, True
         z = torch.randn(q, d, generator=gen)
         basis = torch.linalg.qr(torch.stack(momenta[-a.guided_rank:]).T)[0] if guided and momenta else None
         qg = a.guided_directions if basis is not None else 0
@@ -90,8 +94,11 @@ def zo(e, a, guided):
             z[:qg] = torch.randn(qg, k, generator=gen) @ basis.T * math.sqrt(d / k)
             z[qg:] -= (z[qg:] @ basis) @ basis.T
         with torch.no_grad():
-            nll = -e.logp(torch.cat([delta + eps * z, delta - eps * z])).mean(1)
-        slope = (nll[:q] - nll[q:]) / (2 * eps)
+            if forward:
+                nll = -e.logp(torch.cat([delta[None], delta + eps * z])).mean(1)
+            else:
+                nll = -e.logp(torch.cat([delta + eps * z, delta - eps * z])).mean(1)
+        slope = (nll[1:] - nll[0]) / eps if forward else (nll[:q] - nll[q:]) / (2 * eps)
         if basis is None:
             g = (slope[:, None] * z).sum(0) / q
         else:
@@ -103,7 +110,7 @@ def zo(e, a, guided):
             delta = delta * limit / delta.norm()
         if guided and (t + 1) % a.guided_every == 0:
             momenta.append(opt.m.clone())
-    return 2 * q * a.max_steps, float(delta.norm()) / e.v_norm, stopped(e, delta)
+    return per_step * a.max_steps, float(delta.norm()) / e.v_norm, stopped(e, delta)
 
 
 def exact(e, a):
@@ -143,9 +150,9 @@ def main():
     enc = lambda t: tok.tokenize(t.encode(), add_bos=False, special=False)
     edits = [Edit(m, enc, a.layer, *r) for r in requests(a.edits, a.first, a.count)]
     for method in a.methods.split(","):
-        if method not in ("gaussian", "guided", "exact"):
-            sys.exit(f"unknown method {method!r}: gaussian, guided or exact")
-        rows = [exact(e, a) if method == "exact" else zo(e, a, method == "guided") for e in edits]
+        if method not in ("gaussian", "guided", "forward", "exact"):
+            sys.exit(f"unknown method {method!r}: gaussian, guided, forward or exact")
+        rows = [exact(e, a) if method == "exact" else zo(e, a, method == "guided", method == "forward") for e in edits]
         unit = "steps" if method == "exact" else "evaluations"
         print(f"{method:9} {unit} {[r[0] for r in rows]} (median {statistics.median(r[0] for r in rows):.0f}), "
               f"‖δ‖/‖v_init‖ {[round(r[1], 2) for r in rows]}, stopped {sum(r[2] for r in rows)} of {len(rows)}", flush=True)
