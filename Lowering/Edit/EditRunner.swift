@@ -213,8 +213,8 @@ public final class EditRunner {
     /// refresh function run at `delta`. The rank-one update moves every row by δ·(k̄·k)/‖k̄‖², the
     /// rows before the subject too (a subject's first tokens: 0.1–0.3), and the prefix cache holds
     /// them unperturbed: with δ of 4–5 ‖v_init‖ the probe then passes where the edited model fails.
-    /// The loop refreshes the cache whenever it probes, so the probe and the steps after it see
-    /// those rows as the update will leave them (at that δ).
+    /// The loop refreshes the cache before every probe and every `refreshInterval` steps, so the
+    /// probe and the steps see those rows as the update would leave them (at that δ).
     public func refreshed(_ graphs: [EditGraph], by refresh: EditGraph, at delta: [Float]) throws -> [EditGraph] {
         defer { interpreter.releaseWeightPages(onlyIn: refresh.name) }
         let out = try refresh.run([delta])

@@ -307,8 +307,9 @@ public final class ZOEditor {
         return try compiler(deltaRange: deltaRange).lower(name, shape)
     }
 
-    /// Compiles one edit: its prefix, step (2q copies) and probe (1 copy) functions in one module,
-    /// named "<tag>_prefix", "<tag>_step", "<tag>_probe". The prefix runs once here for ‖v_init‖,
+    /// Compiles one edit: its prefix, step (2q copies), probe (1 copy) and, when rows precede the
+    /// subject and δ is injected as the update adds it, refresh functions in one module, named
+    /// "<tag>_prefix", "<tag>_step", "<tag>_probe", "<tag>_refresh". The prefix runs once here for ‖v_init‖,
     /// which sizes δ's grid (clamp · ‖v_init‖).
     public func compile(_ request: EditRequest, tag given: String) throws -> (module: Module, program: EditProgram) {
         counter += 1
