@@ -231,7 +231,7 @@ public final class EditRunner {
     }
 
     /// The edit loss at each point (δ of copy c of `g`): target NLL (token-mean per rewrite
-    /// prompt, averaged over them) + kl_factor · KL(p_δ ‖ p_0) at the KL prompt + wd · ‖δ‖ / ‖v_init‖²,
+    /// prompt, averaged over them; tokens above `satisfiedProbability` count 0) + kl_factor · KL(p_δ ‖ p_0) at the KL prompt + wd · ‖δ‖ / ‖v_init‖²,
     /// from the loss terms the graph reduced.
     public func losses(_ st: Start, _ g: EditGraph, _ points: [[Float]]) throws -> [Double] {
         try evaluate(st, g, points).map(\.loss)
@@ -243,9 +243,12 @@ public final class EditRunner {
         return try zip(g.lossTerms(points), points).map { terms, point in
             guard let kl = terms.kl else { throw RuntimeError.badRequest("@\(g.name) reduces no KL term") }
             var nll = 0.0
+            let satisfied = s.satisfiedProbability > 0 ? log(s.satisfiedProbability) : nil
             for p in 0..<layout.rewriteCount {
-                nll -= (0..<layout.targets.count).reduce(0.0) { $0 + terms.targetLogProbability(p * layout.targets.count + $1) }
-                    / Double(layout.targets.count)
+                nll += (0..<layout.targets.count).reduce(0.0) { sum, t in
+                    let lp = terms.targetLogProbability(p * layout.targets.count + t)
+                    return sum + (satisfied.map { max(0, $0 - lp) } ?? -lp)
+                } / Double(layout.targets.count)
             }
             nll /= Double(layout.rewriteCount)
             let dn = Double(point.reduce(0) { $0 + $1 * $1 }.squareRoot())

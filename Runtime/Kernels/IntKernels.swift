@@ -10,6 +10,18 @@ public enum Threads {
         if let s = ProcessInfo.processInfo.environment["ZO_THREADS"], let n = Int(s), n >= 1 { return n }
         return max(1, ProcessInfo.processInfo.activeProcessorCount)
     }()
+
+    /// body(p) for p in 0..<parts, split between `count` threads (CKernels' pool, whose workers
+    /// stay awake between the ops of a graph); returns when all are done.
+    public static func run(_ parts: Int, _ body: (Int) -> Void) {
+        guard parts > 1 else { if parts == 1 { body(0) }; return }
+        withoutActuallyEscaping(body) { b in
+            var f = b
+            withUnsafeMutablePointer(to: &f) { ptr in
+                zo_parallel_for(Int32(parts), Int32(count), { ctx, p in ctx!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(Int(p)) }, ptr)
+            }
+        }
+    }
 }
 
 enum IntKernels {
@@ -60,7 +72,7 @@ enum IntKernels {
                         zo_fc_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, Int32(n), Int32(j0), Int32(j1), nil, o)
                     }
                 }
-                if parts == 1 { run(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: run) }
+                Threads.run(parts, run)
             }
         }
         return out
@@ -86,7 +98,7 @@ enum IntKernels {
                         zo_fc_rescale_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, Int32(n), Int32(j0), Int32(j1), b,
                                              m, s, Int32(width), Int32(outBits), y)
                     }
-                    if parts == 1 { part(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: part) }
+                    Threads.run(parts, part)
                 }
                 if let bias = bias { bias.withUnsafeBufferPointer { run($0.baseAddress) } } else { run(nil) }
             }
@@ -119,7 +131,7 @@ enum IntKernels {
                                 : zo_block_fc_rescale_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, Int32(bits), sp.baseAddress, op.baseAddress,
                                                              Int32(block), Int32(n), Int32(j0), Int32(j1), m, s, Int32(width), Int32(outBits), y)
                         }
-                        if parts == 1 { part(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: part) }
+                        Threads.run(parts, part)
                     }
                 }
             }
@@ -142,7 +154,7 @@ enum IntKernels {
                         zo_matmul_i16(ap.baseAddress! + t0 * m * k, bp.baseAddress! + t0 * k * n, Int32(t1 - t0), Int32(m), Int32(k), Int32(n),
                                       transposeB ? 1 : 0, cp.baseAddress! + t0 * m * n)
                     }
-                    if parts == 1 { part(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: part) }
+                    Threads.run(parts, part)
                 }
             }
         }
@@ -168,7 +180,7 @@ enum IntKernels {
                 zo_binary(op, ap + r0 * sa[0] * abits / 8, Int32(abits), bp + r0 * sb[0] * bbits / 8, Int32(bbits), Int32(sh.count),
                           sh, sa, sb, Int32(outBits), y + r0 * inner * outBits / 8)
             }
-            if parts == 1 { part(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: part) }
+            Threads.run(parts, part)
         }
         return makeInteger(out.dtype, count: count) { y in
             withIntegerBytes(a) { ap, abits in withIntegerBytes(b) { bp, bbits in run(ap, abits, bp, bbits, y) } }
@@ -219,7 +231,7 @@ enum IntKernels {
                     zo_rescale(x + r0 * width * inBits / 8, Int32(inBits), (r1 - r0) * width, Int32(width), m, s, Int32(outBits),
                                y + r0 * width * outBits / 8)
                 }
-                if parts == 1 { part(0) } else { DispatchQueue.concurrentPerform(iterations: parts, execute: part) }
+                Threads.run(parts, part)
             }
         }
     }

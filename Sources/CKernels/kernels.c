@@ -392,9 +392,65 @@ static void block_fc_tile(const int16_t *x, int rows, int k, const int8_t *w, in
 // int8). vpmaddwd of a broadcast input pair with it leaves each output's block sum in its own
 // lane, so the block scale and offset are applied to 8 outputs at once (vpmuldq on even and odd
 // lanes) instead of after a horizontal reduction per output, as block_fc_avx2_body must.
+#if defined(__x86_64__)
+// 8 rows × 8 input pairs (int16 lanes r[o]) → 8 vectors of one pair × 8 outputs, stored at d.
+__attribute__((target("avx2"), always_inline))
+static inline void store_pairs_transposed(const __m128i r[8], int8_t *d) {
+    __m128i t[8], u[8];
+    for (int o = 0; o < 8; o += 2) { t[o] = _mm_unpacklo_epi16(r[o], r[o + 1]); t[o + 1] = _mm_unpackhi_epi16(r[o], r[o + 1]); }
+    // t[2h]: pairs 0-3 of rows 2h, 2h+1; t[2h+1]: pairs 4-7.
+    for (int h = 0; h < 2; h++) {
+        const __m128i *a = t + 4 * h;
+        u[4 * h + 0] = _mm_unpacklo_epi32(a[0], a[2]);   // pairs 0,1 of rows 4h..4h+3
+        u[4 * h + 1] = _mm_unpackhi_epi32(a[0], a[2]);   // pairs 2,3
+        u[4 * h + 2] = _mm_unpacklo_epi32(a[1], a[3]);   // pairs 4,5
+        u[4 * h + 3] = _mm_unpackhi_epi32(a[1], a[3]);   // pairs 6,7
+    }
+    for (int q = 0; q < 4; q++) {
+        _mm_storeu_si128((__m128i *)(d + 32 * q), _mm_unpacklo_epi64(u[q], u[4 + q]));
+        _mm_storeu_si128((__m128i *)(d + 32 * q + 16), _mm_unpackhi_epi64(u[q], u[4 + q]));
+    }
+}
+
+// pack_block_tile's weights, 16 bytes of each of 8 rows at a time (k a multiple of 32).
+__attribute__((target("avx2")))
+static void pack_group_avx2(const int8_t *w0, size_t stride, int bits, int k, int8_t *d) {
+    const __m128i low = _mm_set1_epi8(15);
+    for (int i = 0; i < k; i += bits == 8 ? 16 : 32) {
+        __m128i r[8], h[8];
+        const size_t at = bits == 8 ? (size_t)i : (size_t)i / 2;
+        for (int o = 0; o < 8; o++) r[o] = _mm_loadu_si128((const __m128i *)(w0 + (size_t)o * stride + at));
+        if (bits == 4) {
+            // Byte b holds inputs 2b (low nibble) and 2b + 1: interleaved they are pairs 0-7 and 8-15.
+            for (int o = 0; o < 8; o++) {
+                const __m128i lo = _mm_and_si128(r[o], low), hi = _mm_and_si128(_mm_srli_epi16(r[o], 4), low);
+                h[o] = _mm_unpackhi_epi8(lo, hi);
+                r[o] = _mm_unpacklo_epi8(lo, hi);
+            }
+            store_pairs_transposed(h, d + (size_t)(i + 16) * 8);
+        }
+        store_pairs_transposed(r, d + (size_t)i * 8);
+    }
+}
+#endif
+
 static void pack_block_tile(const int8_t *w, int bits, const int16_t *scale, const int16_t *offset, int k, int kb, int j0, int groups,
                             int8_t *pw, int32_t *ps, int32_t *po) {
     const size_t stride = bits == 8 ? (size_t)k : (size_t)k / 2;
+#if defined(__x86_64__)
+    if (zo_has_avx2() && k % 32 == 0) {
+        for (int g = 0; g < groups; g++) {
+            const int j = j0 + 8 * g;
+            pack_group_avx2(w + (size_t)j * stride, stride, bits, k, pw + (size_t)g * (size_t)k * 8);
+            for (int o = 0; o < 8; o++)
+                for (int b = 0; b < kb; b++) {
+                    ps[((size_t)g * kb + b) * 8 + o] = scale[(size_t)(j + o) * kb + b];
+                    po[((size_t)g * kb + b) * 8 + o] = offset[(size_t)(j + o) * kb + b];
+                }
+        }
+        return;
+    }
+#endif
     for (int g = 0; g < groups; g++)
         for (int o = 0; o < 8; o++) {
             const int j = j0 + 8 * g + o;

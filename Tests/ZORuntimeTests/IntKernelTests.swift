@@ -127,10 +127,11 @@ final class IntKernelTests: XCTestCase {
     func testBlockFullyConnectedIsExact() throws {
         // 4-row groups and leftover rows (a decode step's single row: 4 outputs at a time and a tail), odd output counts, the portable path (block 8: not a
         // multiple of 16), blocks of 32 and 512, and the split of outputs between threads; the packed path (4+ rows, 16+
-        // outputs) with outputs past a multiple of 16 and a short last row group.
+        // outputs) with outputs past a multiple of 16 and a short last row group, its tiles packed 32 inputs at a
+        // time (K a multiple of 32) or one by one (K = 48).
         // Both weight widths: int8, and 4-bit levels two per byte (random bytes: every nibble).
         for bits in [8, 4] {
-            for (rows, k, n, block) in [(5, 64, 3, 32), (9, 96, 7, 8), (4, 1024, 5, 512), (6, 576, 1024, 32), (1, 576, 11, 32), (1, 1536, 64, 32), (7, 1024, 40, 512), (4, 64, 19, 16), (13, 96, 1000, 2)] {
+            for (rows, k, n, block) in [(5, 64, 3, 32), (9, 96, 7, 8), (4, 1024, 5, 512), (6, 576, 1024, 32), (1, 576, 11, 32), (1, 1536, 64, 32), (7, 1024, 40, 512), (4, 64, 19, 16), (13, 96, 1000, 2), (5, 48, 20, 16)] {
                 let kb = k / block
                 let x = i16s(rows * k), w = bits == 8 ? i8s(n * k) : (0..<(n * k / 2)).map { _ in Int8.random(in: .min ... .max, using: &rng) }
                 let sc = i16s(n * kb), of = i16s(n * kb)
@@ -154,6 +155,25 @@ final class IntKernelTests: XCTestCase {
                                           (TensorType(.i16, [n, 4]), .i16(Array(repeating: .max, count: 4 * n)))], ["block": .int(block)]))
             let one = Int64(-32768) * (Int64(512) * 32768 * 127) + Int64(32767) * (Int64(512) * -32768)
             XCTAssertEqual(y, Array(repeating: 4 * one, count: 4 * n))
+        }
+    }
+
+    func testThreadPoolRunsEveryPartOnceAndNestedCallsInTheirOwnThread() {
+        for parts in [2, 3, 7, 64, 1000] {
+            for round in 0..<40 {
+                let hits = UnsafeMutableBufferPointer<Int>.allocate(capacity: parts)
+                hits.initialize(repeating: 0)
+                defer { hits.deallocate() }
+                Threads.run(parts) { p in
+                    hits[p] += 1
+                    var inner = [0, 0, 0]
+                    inner.withUnsafeMutableBufferPointer { b in Threads.run(3) { b[$0] += 1 } }
+                    if inner != [1, 1, 1] { hits[p] += 100 }
+                }
+                XCTAssertEqual(Array(hits), Array(repeating: 1, count: parts), "\(parts) parts, round \(round)")
+                // Now and then past the workers' spin, so they are woken from sleep.
+                if round % 10 == 9 { usleep(5000) }
+            }
         }
     }
 

@@ -43,6 +43,13 @@ void zo_binary(int op, const void *a, int abits, const void *b, int bbits, int r
 /// Batched c[t][i][j] = sum_l a[t][i][l] * b[t][l][j] (b[t][j][l] when transpose_b), exact int64.
 void zo_matmul_i16(const int16_t *a, const int16_t *b, int batches, int m, int k, int n, int transpose_b, int64_t *c);
 
+/// Runs fn(ctx, p) for p = 0 ..< parts on up to `threads` threads (the caller and a pool of
+/// threads - 1 workers, started on first use, which spin a little after each job before they
+/// sleep) and returns when every part is done. Parts run serially in the caller with one thread,
+/// more than 65535 parts, or while another call is running (a part that calls it, say).
+typedef void (*zo_task_fn)(void *ctx, int part);
+void zo_parallel_for(int parts, int threads, zo_task_fn fn, void *ctx);
+
 /// A tight loop of int16 multiply-adds (vpmaddwd) on registers, for the benchmark's peak; returns
 /// how many multiply-adds it did (0 without AVX2).
 long zo_madd_peak(long iterations);
