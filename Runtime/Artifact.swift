@@ -13,7 +13,8 @@ public final class Artifact {
     public let manifest: ArtifactManifest
     /// The manifest's module with its constants' data bound to the file.
     public let module: Module
-    let dataStart: Int
+    /// Where the data section (the segments) begins in the file.
+    public let dataStart: Int
 
     public convenience init(path: String, verifyChecksums: Bool = true) throws {
         let file: MappedFile
@@ -56,6 +57,8 @@ public final class Artifact {
         let n = t.type.elementCount
         func copy<T: FixedWidthInteger>(_: T.Type) -> [T] { (0..<n).map { T(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * T.bitWidth / 8, as: T.self)) } }
         let read: () -> TensorData = {
+            // A copy leaves the mapping's pages resident for nothing: they go once copied.
+            defer { if t.type.dtype != .i8 { (owner as? MappedFile)?.releasePages(of: raw) } }
             switch t.type.dtype {
             case .f32: return .f32(copy(UInt32.self).map(Float.init(bitPattern:)))
             case .i8: return .i8View(Int8View(raw.bindMemory(to: Int8.self), owner: owner))

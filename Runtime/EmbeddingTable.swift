@@ -46,6 +46,14 @@ public struct EmbeddingTable {
         return Double(m)
     }
 
+    /// Drops the table's pages from resident memory; looked-up rows are read from the file again.
+    /// (A lookup faults in whole neighbourhoods of the table: after a plan run's lookups 15 of
+    /// its 29 MiB were resident.)
+    public func releasePages() {
+        let file = (owner as? MappedFile) ?? (owner as? GGUFFile)?.file
+        file?.releasePages(of: bytes)
+    }
+
     /// [1, T, D] embeddings of `ids`.
     public func lookup(_ ids: [Int]) throws -> TensorData {
         var out = [Float]()

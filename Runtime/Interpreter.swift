@@ -34,6 +34,7 @@ public final class Interpreter {
     }
 
     public init(module: Module, constantsFrom other: Interpreter? = nil) throws {
+        _ = LargeBuffers.returnedWhenFreed
         try Verifier.verify(module)
         self.module = module
         if let o = other {

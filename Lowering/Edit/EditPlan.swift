@@ -124,6 +124,7 @@ public final class LoadedPlan {
     }
 
     public func embed(_ ids: [Int]) throws -> [Float] {
+        defer { embeddings.releasePages() }
         guard case let .f32(e) = try embeddings.lookup(ids) else { throw RuntimeError.badRequest("embedding lookup returned no f32 rows") }
         return e
     }

@@ -316,6 +316,17 @@ public final class EditRunner {
             if steps == s.maxSteps { break }
             let points = est.points(around: delta, step: steps)
             let e = try evaluate(st, step, points), l = e.map(\.loss)
+            if s.stopOnCopies, let best = e.indices.max(by: { e[$0].minP < e[$1].minP }), e[best].minP > s.stopProbability {
+                // The probe (refreshed there) and the update check at that copy, as at δ.
+                let c = points[best]
+                let p = try minTargetProbability(st.refresh.map { try refreshed([probe], by: $0, at: c)[0] } ?? probe, c)
+                probes += 1
+                if p > s.stopProbability {
+                    let u = try applyUpdate(c, key: st.key, to: w, weights: weights)
+                    if u.pAfter > s.stopProbability { (delta, pmin, update, stopped) = (c, p, u, true); steps += 1; break }
+                    _ = try weights.replaceDownProjection(layer: L, w)
+                }
+            }
             // The probe runs only once some perturbed copy is halfway to the stop rule (the ± copies
             // straddle δ): most steps of an edit are far from it.
             probeDue = e.map(\.minP).max()! > s.stopProbability / 2

@@ -154,10 +154,17 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Print the summary as JSON.") var json = false
     @Flag(help: "Print the artifact's IR text instead of the summary.") var ir = false
     @Flag(help: "Skip the segment checksums.") var noVerify = false
+    @Flag(help: "List the segments: file offset, length, dtype and shape, name.") var segments = false
 
     func run() throws {
         let a = try Artifact(path: file, verifyChecksums: !noVerify)
         if ir { print(IRPrinter.print(a.module), terminator: ""); return }
+        if segments {
+            for t in a.manifest.tensors.sorted(by: { $0.offset < $1.offset }) {
+                print(String(format: "%12d %12d  ", a.dataStart + t.offset, t.length) + "\(t.host ? "host " : "")\(t.type)  \(t.name)")
+            }
+            return
+        }
         let s = ArtifactSummary(a)
         if json {
             let d = try JSONSerialization.data(withJSONObject: s.json, options: [.prettyPrinted, .sortedKeys])
