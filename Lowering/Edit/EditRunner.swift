@@ -231,7 +231,7 @@ public final class EditRunner {
     }
 
     /// The edit loss at each point (δ of copy c of `g`): target NLL (token-mean per rewrite
-    /// prompt, averaged over them; tokens above `satisfiedProbability` count 0) + kl_factor · KL(p_δ ‖ p_0) at the KL prompt + wd · ‖δ‖ / ‖v_init‖²,
+    /// prompt, averaged over them) + kl_factor · KL(p_δ ‖ p_0) at the KL prompt + wd · ‖δ‖ / ‖v_init‖²,
     /// from the loss terms the graph reduced.
     public func losses(_ st: Start, _ g: EditGraph, _ points: [[Float]]) throws -> [Double] {
         try evaluate(st, g, points).map(\.loss)
@@ -243,12 +243,9 @@ public final class EditRunner {
         return try zip(g.lossTerms(points), points).map { terms, point in
             guard let kl = terms.kl else { throw RuntimeError.badRequest("@\(g.name) reduces no KL term") }
             var nll = 0.0
-            let satisfied = s.satisfiedProbability > 0 ? log(s.satisfiedProbability) : nil
             for p in 0..<layout.rewriteCount {
-                nll += (0..<layout.targets.count).reduce(0.0) { sum, t in
-                    let lp = terms.targetLogProbability(p * layout.targets.count + t)
-                    return sum + (satisfied.map { max(0, $0 - lp) } ?? -lp)
-                } / Double(layout.targets.count)
+                nll -= (0..<layout.targets.count).reduce(0.0) { $0 + terms.targetLogProbability(p * layout.targets.count + $1) }
+                    / Double(layout.targets.count)
             }
             nll /= Double(layout.rewriteCount)
             let dn = Double(point.reduce(0) { $0 + $1 * $1 }.squareRoot())
@@ -316,17 +313,6 @@ public final class EditRunner {
             if steps == s.maxSteps { break }
             let points = est.points(around: delta, step: steps)
             let e = try evaluate(st, step, points), l = e.map(\.loss)
-            if s.stopOnCopies, let best = e.indices.max(by: { e[$0].minP < e[$1].minP }), e[best].minP > s.stopProbability {
-                // The probe (refreshed there) and the update check at that copy, as at δ.
-                let c = points[best]
-                let p = try minTargetProbability(st.refresh.map { try refreshed([probe], by: $0, at: c)[0] } ?? probe, c)
-                probes += 1
-                if p > s.stopProbability {
-                    let u = try applyUpdate(c, key: st.key, to: w, weights: weights)
-                    if u.pAfter > s.stopProbability { (delta, pmin, update, stopped) = (c, p, u, true); steps += 1; break }
-                    _ = try weights.replaceDownProjection(layer: L, w)
-                }
-            }
             // The probe runs only once some perturbed copy is halfway to the stop rule (the ± copies
             // straddle δ): most steps of an edit are far from it.
             probeDue = e.map(\.minP).max()! > s.stopProbability / 2

@@ -49,13 +49,6 @@ public struct EditSettings: Sendable, Equatable {
     public enum Injection: String, Sendable, CaseIterable { case subject, update }
     /// Stop once every target token has at least this probability on every rewrite prompt.
     public var stopProbability: Double = 0.5
-    /// A target token whose probability is above this adds nothing to the loss (its NLL term is
-    /// max(0, log p_sat − log p)), so the steps go to the tokens the stop rule still waits for.
-    /// 0: every token's NLL counts (ROME's, MobiEdit's loss).
-    public var satisfiedProbability: Double = 0
-    /// Also stop at a perturbed copy δ ± εz that meets the stop rule (probe and update checked
-    /// there), not only at δ: the copies straddle δ and one of them passes some steps earlier.
-    public var stopOnCopies = false
     public var seed: UInt64 = 0
     /// The weight form of the int graphs (see `WeightForm.editing`).
     public var weights: WeightForm = .editing
@@ -66,8 +59,7 @@ public struct EditSettings: Sendable, Equatable {
         ["layer": .int(layer), "directions": .int(directions), "perturbation": .float(Double(perturbation)),
          "learning_rate": .float(Double(learningRate)), "max_steps": .int(maxSteps), "context_prefixes": .int(contextPrefixes),
          "context_tokens": .int(contextTokens), "kl_factor": .float(Double(klFactor)), "clamp": .float(Double(clamp)),
-         "weight_decay": .float(Double(weightDecay)), "decay": .float(Double(decay)), "injection": .string(injection.rawValue), "stop_probability": .float(stopProbability),
-         "satisfied_probability": .float(satisfiedProbability), "stop_on_copies": .bool(stopOnCopies), "seed": .string(String(seed)),
+         "weight_decay": .float(Double(weightDecay)), "decay": .float(Double(decay)), "injection": .string(injection.rawValue), "stop_probability": .float(stopProbability), "seed": .string(String(seed)),
          "weights": .string(weights.rawValue), "schedule": .string(schedule.rawValue)]
     }
 
@@ -85,9 +77,6 @@ public struct EditSettings: Sendable, Equatable {
         learningRate = Float(try float("learning_rate")); maxSteps = try int("max_steps"); contextPrefixes = try int("context_prefixes")
         contextTokens = try int("context_tokens"); klFactor = Float(try float("kl_factor")); clamp = Float(try float("clamp"))
         weightDecay = Float(try float("weight_decay")); decay = Float(try float("decay")); stopProbability = try float("stop_probability")
-        // Plans made before the setting existed counted every token.
-        if case let .float(v)? = a[prefix + "satisfied_probability"] { satisfiedProbability = v }
-        if case let .bool(v)? = a[prefix + "stop_on_copies"] { stopOnCopies = v }
         guard case let .string(sd)? = a[prefix + "seed"], let v = UInt64(sd) else { throw bad(prefix + "seed", "missing (an unsigned integer)") }
         seed = v
         guard case let .string(inj)? = a[prefix + "injection"], let i = Injection(rawValue: inj) else {
