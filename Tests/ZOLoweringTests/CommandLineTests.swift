@@ -52,6 +52,22 @@ final class CommandLineTests: XCTestCase {
             XCTAssertEqual(e.type, t.name == "blk.6.ffn_down.weight" ? .f32 : t.type, t.name)
         }
 
+        // The plan's segments, in file order: 64-byte aligned, none overlapping, the host tensors marked.
+        let seg = try run("zoc", ["inspect", "--segments", plan])
+        XCTAssertEqual(seg.status, 0, seg.stderr)
+        var end = 0
+        var hosts: [String] = []
+        for line in seg.stdout.split(separator: "\n") {
+            let f = line.split(separator: " ", omittingEmptySubsequences: true)
+            let offset = try XCTUnwrap(Int(f[0]), String(line)), length = try XCTUnwrap(Int(f[1]), String(line))
+            XCTAssertEqual(offset % 64, 0, String(line))
+            XCTAssertGreaterThanOrEqual(offset, end, String(line))
+            end = offset + length
+            if f[2] == "host" { hosts.append(String(f.last!)) }
+        }
+        XCTAssertEqual(end, (try FileManager.default.attributesOfItem(atPath: plan)[.size] as? NSNumber)?.intValue)
+        XCTAssertTrue(hosts.contains("token_embd.weight") && hosts.contains("plan.ffn_down"), "\(hosts)")
+
         // A report is not a plan: a clear error naming it, and the file is left as it was.
         let before = try Data(contentsOf: URL(fileURLWithPath: report))
         let bad = try run("zorun", ["run", report])
