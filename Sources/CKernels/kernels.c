@@ -1,5 +1,6 @@
 #include "ckernels.h"
 #include <stddef.h>
+#include <pthread.h>
 #include <stdlib.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -518,6 +519,28 @@ static void block_fc_packed_4x16(const int16_t *const xs[4], const int32_t *sums
         }
 }
 
+// Each thread's packed-tile buffer, kept between calls: a fresh buffer of ~200 KiB per call is a
+// fresh mapping (page faults, and unmapping it interrupts the other thread). Freed at thread exit.
+static pthread_key_t tile_key;
+static pthread_once_t tile_once = PTHREAD_ONCE_INIT;
+struct tile_buffer { size_t capacity; int8_t *bytes; };
+static void free_tile_buffer(void *p) { struct tile_buffer *b = p; free(b->bytes); free(b); }
+static void make_tile_key(void) { pthread_key_create(&tile_key, free_tile_buffer); }
+static int8_t *packed_tile_buffer(size_t bytes) {
+    pthread_once(&tile_once, make_tile_key);
+    struct tile_buffer *b = pthread_getspecific(tile_key);
+    if (!b) {
+        if (!(b = calloc(1, sizeof *b))) return NULL;
+        pthread_setspecific(tile_key, b);
+    }
+    if (bytes > b->capacity) {
+        free(b->bytes);
+        b->bytes = malloc(bytes);
+        b->capacity = b->bytes ? bytes : 0;
+    }
+    return b->bytes;
+}
+
 // block_fc over many rows with packed tiles (AVX2, even blocks, at least 16 outputs). Outputs
 // past the last multiple of 16 of a tile go to block_fc_tile. Returns -1 when out of memory.
 static int block_fc_packed(const int16_t *x, int rows, int k, const int8_t *w, int bits, const int16_t *scale, const int16_t *offset,
@@ -525,11 +548,11 @@ static int block_fc_packed(const int16_t *x, int rows, int k, const int8_t *w, i
     const int kb = k / block;
     const size_t stride = bits == 8 ? (size_t)k : (size_t)k / 2;
     const int tile = output_tile(k, 1) >= 16 ? output_tile(k, 1) & ~15 : 16;
-    int8_t *pw = malloc((size_t)tile * k);
+    int8_t *pw = packed_tile_buffer((size_t)tile * k);
     int32_t *ps = malloc(sizeof(int32_t) * (size_t)tile * kb), *po = malloc(sizeof(int32_t) * (size_t)tile * kb);
     int32_t *sums = malloc(sizeof(int32_t) * 4 * (size_t)kb);
     int64_t *scratch = malloc(sizeof(int64_t) * 4 * (size_t)tile);
-    if (!pw || !ps || !po || !sums || !scratch) { free(pw); free(ps); free(po); free(sums); free(scratch); return -1; }
+    if (!pw || !ps || !po || !sums || !scratch) { free(ps); free(po); free(sums); free(scratch); return -1; }
     for (int t0 = j0; t0 < j1; t0 += tile) {
         const int t1 = t0 + tile < j1 ? t0 + tile : j1, len = t1 - t0, packed = len & ~15;
         pack_block_tile(w, bits, scale, offset, k, kb, t0, packed / 8, pw, ps, po);
@@ -560,7 +583,7 @@ static int block_fc_packed(const int16_t *x, int rows, int k, const int8_t *w, i
             if (!o->raw) rescale_rows(scratch, rr, len, t0, r0, n, o);
         }
     }
-    free(pw); free(ps); free(po); free(sums); free(scratch);
+    free(ps); free(po); free(sums); free(scratch);
     return 0;
 }
 #endif
