@@ -173,10 +173,20 @@ static inline int output_tile(int k, int bytes_per_input) {
     return t < 8 ? 8 : t & ~7;
 }
 
+#if defined(__x86_64__)
+__attribute__((target("avx2")))
+static int rescale_avx2(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
+                        int out_bits, void *y, long rows, long y_stride);
+#endif
+
 // The rescale of the sums of up to 4 rows × `len` outputs (raw, row stride len) into the output
 // rows at column t0: each row's run at once, so zo_rescale's vector path takes it.
 static void rescale_rows(const int64_t *raw, int rr, int len, int t0, int r0, int n, const fc_out *o) {
     const int per = o->width != 1;
+#if defined(__x86_64__)
+    if (zo_has_avx2() && rescale_avx2(raw, 64, len, per ? len : 1, o->m + (per ? t0 : 0), o->s + (per ? t0 : 0), o->out_bits,
+                                      (char *)o->y + ((size_t)r0 * n + t0) * (size_t)(o->out_bits / 8), rr, n)) return;
+#endif
     for (int q = 0; q < rr; q++)
         zo_rescale(raw + (size_t)q * len, 64, len, per ? len : 1, o->m + (per ? t0 : 0), o->s + (per ? t0 : 0), o->out_bits,
                    (char *)o->y + ((size_t)(r0 + q) * n + t0) * (size_t)(o->out_bits / 8));
@@ -742,16 +752,19 @@ static inline void store4(__m256i v, __m256i lo, __m256i hi, int out_bits, void 
 // The vectorized rescale for 16/32/64-bit inputs and 16/32-bit outputs, per tensor or per
 // channel with a width divisible by 4. Returns 0 (having written nothing) when an input or a
 // multiplier is 2^31 or more in magnitude, or the shape does not fit: the caller's loops run.
+// `rows` runs of `count` inputs, contiguous, into rows `y_stride` outputs apart (count % width == 0,
+// so each run starts at channel 0): the multipliers are checked and the inputs' range found once.
 __attribute__((target("avx2")))
 static int rescale_avx2(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
-                        int out_bits, void *y) {
+                        int out_bits, void *y, long rows, long y_stride) {
     if ((in_bits != 16 && in_bits != 32 && in_bits != 64) || (out_bits != 16 && out_bits != 32)) return 0;
     int min_shift = 62;
     for (int c = 0; c < width; c++) {
         if (m[c] <= -((int64_t)1 << 31) || m[c] >= ((int64_t)1 << 31) || s[c] < 0 || s[c] > 62) return 0;
         if (s[c] < min_shift) min_shift = s[c];
     }
-    long vec = count & ~3L;
+    const long all = count * rows;
+    long vec = all & ~3L;
     int wide = 0;  // inputs beyond 2^31: the split product (rescale4_wide)
     if (in_bits == 64) {  // narrower inputs are below 2^31 by their type
         const int64_t *in = (const int64_t *)x;
@@ -765,7 +778,7 @@ static int rescale_avx2(const void *x, int in_bits, long count, int width, const
         _mm256_storeu_si256((__m256i *)a, mn);
         _mm256_storeu_si256((__m256i *)b, mx);
         for (int q = 0; q < 4; q++) { lo = a[q] < lo ? a[q] : lo; hi = b[q] > hi ? b[q] : hi; }
-        for (long i = vec; i < count; i++) { lo = in[i] < lo ? in[i] : lo; hi = in[i] > hi ? in[i] : hi; }
+        for (long i = vec; i < all; i++) { lo = in[i] < lo ? in[i] : lo; hi = in[i] > hi ? in[i] : hi; }
         if (lo <= -((int64_t)1 << 31) || hi >= ((int64_t)1 << 31)) {
             if (lo <= -((int64_t)1 << 62) || hi >= ((int64_t)1 << 62) || min_shift < 31) return 0;
             wide = 1;
@@ -774,6 +787,8 @@ static int rescale_avx2(const void *x, int in_bits, long count, int width, const
     const int64_t LO = out_bits == 16 ? INT16_MIN : INT32_MIN, HI = out_bits == 16 ? INT16_MAX : INT32_MAX;
     const __m256i lo = _mm256_set1_epi64x(LO), hi = _mm256_set1_epi64x(HI), one = _mm256_set1_epi64x(1);
     const __m256i sign = _mm256_set1_epi64x(INT64_MIN), s31 = _mm256_set1_epi64x(31);
+    vec = count & ~3L;
+    for (long row = 0; row < rows; row++, x = (const char *)x + count * (in_bits / 8), y = (char *)y + y_stride * (out_bits / 8)) {
     // Channel c of element i (width 1: all 0); the vector loop keeps c for its first lane.
     long c = 0;
     for (long i = 0; i < vec; i += 4) {
@@ -808,6 +823,7 @@ static int rescale_avx2(const void *x, int in_bits, long count, int width, const
         v = v < LO ? LO : v > HI ? HI : v;
         if (out_bits == 16) ((int16_t *)y)[i] = (int16_t)v; else ((int32_t *)y)[i] = (int32_t)v;
     }
+    }
     return 1;
 }
 #endif
@@ -815,7 +831,7 @@ static int rescale_avx2(const void *x, int in_bits, long count, int width, const
 void zo_rescale(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
                 int out_bits, void *y) {
 #if defined(__x86_64__)
-    if (zo_has_avx2() && count % width == 0 && rescale_avx2(x, in_bits, count, width, m, s, out_bits, y)) return;
+    if (zo_has_avx2() && count % width == 0 && rescale_avx2(x, in_bits, count, width, m, s, out_bits, y, 1, count)) return;
 #endif
     switch (in_bits) {
     case 8: ZO_RESCALE_OUT(int8_t); break;
