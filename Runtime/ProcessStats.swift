@@ -41,14 +41,16 @@ public enum ProcessStats {
 @_silgen_name("mallopt") func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
 #endif
 
-/// Buffers of 128 KiB and more get their own mapping, given back to the system when freed.
+/// Buffers of 4 MiB and more get their own mapping, given back to the system when freed.
 /// glibc otherwise raises that threshold each time such a buffer is freed, then serves the
-/// interpreter's per-op arrays from heaps that do not shrink: a one-edit plan run peaked with
-/// 155 MiB of heap on 2 threads, 43 MiB with this, at the same step time (`zobench edit-step`).
+/// interpreter's large per-op arrays from heaps that do not shrink: a one-edit plan run peaked
+/// with 155 MiB of heap on 2 threads (301 MiB in all), 210 MiB in all with this. At 128 KiB every
+/// step-graph array was a fresh mapping, and page faults took a sixth of `zorun run`'s time (47
+/// steps in a minute against 66 at 4 MiB and 73 with glibc's default).
 public enum LargeBuffers {
     public static let returnedWhenFreed: Void = {
         #if os(Linux)
-        _ = glibcMallopt(-3 /* M_MMAP_THRESHOLD */, 128 * 1024)
+        _ = glibcMallopt(-3 /* M_MMAP_THRESHOLD */, 4 << 20)
         #endif
     }()
 }
