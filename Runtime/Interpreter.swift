@@ -282,7 +282,7 @@ public final class Interpreter {
             guard sh.allSatisfy({ (0...62).contains($0) }) else { throw KernelError("rescale shifts must lie in 0...62") }
             return IntKernels.rescale(x[0], lastDim: t[0].shape.last ?? 1, multipliers: m, shifts: sh, out: op.type.dtype)
         case .table:
-            return .i32(IntKernels.table(try IntKernels.int16s(x[0]), try IntKernels.int16s(x[1])))
+            return .i32(try IntKernels.table(try IntKernels.int16s(x[0]), try IntKernels.int16s(x[1])))
         case .normTable:
             return .i64(IntKernels.normTable(IntKernels.widen(x[0]), try IntKernels.int16s(x[1]), power: try at.int("power"), shift: try at.int("shift")))
         case .reshape:

@@ -31,6 +31,19 @@ public protocol EditWeights: AnyObject {
 /// probability, ‖δ‖ / ‖v_init‖.
 public typealias EditProgress = (_ step: Int, _ loss: Double, _ minP: Double, _ relDelta: Float) -> Void
 
+/// Seconds per named phase, in the order the phases first ran.
+struct PhaseClock {
+    private(set) var totals: [(phase: String, seconds: Double)] = []
+    mutating func time<T>(_ phase: String, _ body: () throws -> T) rethrows -> T {
+        let t0 = Date()
+        defer {
+            let dt = Date().timeIntervalSince(t0)
+            if let i = totals.firstIndex(where: { $0.phase == phase }) { totals[i].seconds += dt } else { totals.append((phase, dt)) }
+        }
+        return try body()
+    }
+}
+
 /// What one edit did.
 public struct EditOutcome: Sendable {
     public var steps: Int
@@ -47,6 +60,9 @@ public struct EditOutcome: Sendable {
     public var valueNorm: Float
     public var clippedWeights: Int
     public var seconds: Double
+    /// Where `seconds` went: the prefix run and binding, the step graphs, the probes, the
+    /// refreshes of the rows before the subject, the rank-one update and its check.
+    public var phaseSeconds: [(phase: String, seconds: Double)] = []
     /// The edited layer's down-projection (GGUF layout, f32), for export.
     public var editedWeight: [Float]
     public var weightName: String
@@ -283,8 +299,9 @@ public final class EditRunner {
 
     public func run(weights: EditWeights, progress: EditProgress? = nil) throws -> EditOutcome {
         let begin = Date()
+        var clock = PhaseClock()
         let s = settings, L = s.layer, D = config.hidden, q = s.directions
-        let st = try start()
+        let st = try clock.time("start") { try start() }
         var (step, probe, vNorm) = (st.step, st.probe, st.valueNorm)
         guard step.copies == 2 * q else {
             throw RuntimeError.badRequest("@\(program.step) runs \(step.copies) copies; \(q) directions need \(2 * q)")
@@ -297,22 +314,22 @@ public final class EditRunner {
         var update: (edited: [Float], clipped: Int, pAfter: Double)?
         while true {
             if let r = st.refresh, probeDue || steps == s.maxSteps || (steps > 0 && steps % Self.refreshInterval == 0) {
-                let g = try refreshed([step, probe], by: r, at: delta)
+                let g = try clock.time("refresh") { try refreshed([step, probe], by: r, at: delta) }
                 (step, probe) = (g[0], g[1])
             }
             if probeDue || steps == s.maxSteps {
-                pmin = try minTargetProbability(probe, delta)
+                pmin = try clock.time("probe") { try minTargetProbability(probe, delta) }
                 probes += 1
             }
             if probeDue || steps == s.maxSteps, pmin > s.stopProbability {
                 // Stop only if the edit survives the rank-one update on the int grid; else undo it and go on.
-                let u = try applyUpdate(delta, key: st.key, to: w, weights: weights)
+                let u = try clock.time("update") { try applyUpdate(delta, key: st.key, to: w, weights: weights) }
                 if u.pAfter > s.stopProbability { update = u; stopped = true; break }
-                _ = try weights.replaceDownProjection(layer: L, w)
+                _ = try clock.time("update") { try weights.replaceDownProjection(layer: L, w) }
             }
             if steps == s.maxSteps { break }
             let points = est.points(around: delta, step: steps)
-            let e = try evaluate(st, step, points), l = e.map(\.loss)
+            let e = try clock.time("step") { try evaluate(st, step, points) }, l = e.map(\.loss)
             // The probe runs only once some perturbed copy is halfway to the stop rule (the ± copies
             // straddle δ): most steps of an edit are far from it.
             probeDue = e.map(\.minP).max()! > s.stopProbability / 2
@@ -325,12 +342,14 @@ public final class EditRunner {
             steps += 1
             progress?(steps, l.reduce(0, +) / Double(l.count), pmin, delta.reduce(0) { $0 + $1 * $1 }.squareRoot() / vNorm)
         }
-        let u = try update ?? applyUpdate(delta, key: st.key, to: w, weights: weights)
-        return EditOutcome(steps: steps, evaluations: steps * 2 * q, probes: probes, stoppedEarly: stopped, minTargetProbability: pmin,
+        let u = try update ?? clock.time("update") { try applyUpdate(delta, key: st.key, to: w, weights: weights) }
+        var outcome = EditOutcome(steps: steps, evaluations: steps * 2 * q, probes: probes, stoppedEarly: stopped, minTargetProbability: pmin,
                            minTargetProbabilityAfterUpdate: u.pAfter,
                            deltaNorm: delta.reduce(0) { $0 + $1 * $1 }.squareRoot(), valueNorm: vNorm, clippedWeights: u.clipped,
                            seconds: Date().timeIntervalSince(begin), editedWeight: u.edited, weightName: "blk.\(L).ffn_down.weight",
                            previousWeight: w)
+        outcome.phaseSeconds = clock.totals
+        return outcome
     }
 
     /// r-ROME with the averaged key in u and in r, and the value it targets taken at that key:
@@ -491,5 +510,10 @@ struct RowPick: ElementTransform {
 
 struct Repeat: ElementTransform {
     let times: Int
-    func callAsFunction<T>(_ a: [T]) -> [T] { Array([[T]](repeating: a, count: times).joined()) }
+    func callAsFunction<T>(_ a: [T]) -> [T] {
+        var out: [T] = []
+        out.reserveCapacity(a.count * times)
+        for _ in 0..<times { out += a }
+        return out
+    }
 }

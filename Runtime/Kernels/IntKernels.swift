@@ -242,11 +242,24 @@ enum IntKernels {
         return Int64(clamping: r)
     }
 
-    static func table(_ x: [Int16], _ tbl: [Int16]) -> [Int32] {
-        x.map { v in
-            let u = Int(v) + 32768, i = u >> 7, f = Int32(u & 127)
-            let lo = Int32(tbl[i]), hi = Int32(tbl[i + 1])
-            return lo * 128 + (hi - lo) * f
+    /// The 513-entry table interpolated at each value (see the catalog); large inputs are split
+    /// between the cores (the exp and reciprocal tables run over every attention score).
+    static func table(_ x: [Int16], _ tbl: [Int16]) throws -> [Int32] {
+        guard tbl.count == 513 else { throw KernelError("table has \(tbl.count) entries, not 513") }
+        let count = x.count, parts = count >= 1 << 16 ? Threads.count : 1
+        return [Int32](unsafeUninitializedCapacity: count) { y, n in
+            x.withUnsafeBufferPointer { xp in
+                tbl.withUnsafeBufferPointer { t in
+                    Threads.run(parts) { p in
+                        for e in (count * p / parts)..<(count * (p + 1) / parts) {
+                            let u = Int(xp[e]) + 32768, i = u >> 7, f = Int32(u & 127)
+                            let lo = Int32(t[i]), hi = Int32(t[i + 1])
+                            y[e] = lo * 128 + (hi - lo) * f
+                        }
+                    }
+                }
+            }
+            n = count
         }
     }
 

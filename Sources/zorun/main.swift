@@ -283,12 +283,13 @@ struct EditLoop {
                 try g.rewriter(replacing: [o.weightName: o.editedWeight]).write(to: "\(dir)/record-\(firstRecord + i).gguf", inputs: inputs + [g.path])
             }
             let after = try before.map { try EditScores.measure(eval!, r, localityBefore: $0.1, generate: generate).0 }
-            print("[\(firstRecord + i)] \(r.prompt.debugDescription) → \(r.targetNew.debugDescription): steps \(o.steps), evaluations \(o.evaluations), probes \(o.probes), stopped early \(o.stoppedEarly), min p(target) \(String(format: "%.3f", o.minTargetProbability)) → \(String(format: "%.3f", o.minTargetProbabilityAfterUpdate)) after the update, ‖δ‖/‖v‖ \(String(format: "%.2f", o.deltaNorm / o.valueNorm)), clipped \(o.clippedWeights), \(String(format: "%.1f", o.seconds)) s")
+            print("[\(firstRecord + i)] \(r.prompt.debugDescription) → \(r.targetNew.debugDescription): steps \(o.steps), evaluations \(o.evaluations), probes \(o.probes), stopped early \(o.stoppedEarly), min p(target) \(String(format: "%.3f", o.minTargetProbability)) → \(String(format: "%.3f", o.minTargetProbabilityAfterUpdate)) after the update, ‖δ‖/‖v‖ \(String(format: "%.2f", o.deltaNorm / o.valueNorm)), clipped \(o.clippedWeights), \(String(format: "%.1f", o.seconds)) s (\(o.phaseSeconds.map { "\($0.phase) \(String(format: "%.1f", $0.seconds))" }.joined(separator: ", ")))")
             fflush(stdout)
             if let b = before?.0, let a = after { print("    before: \(b.line)\n    after:  \(a.line)") }
             var row: [(key: String, value: JSONValue)] = [
                 ("record", .number(Double(firstRecord + i))), ("steps", .number(Double(o.steps))), ("evaluations", .number(Double(o.evaluations))), ("probes", .number(Double(o.probes))),
-                ("stopped_early", .bool(o.stoppedEarly)), ("seconds", .number(o.seconds)), ("clipped_weights", .number(Double(o.clippedWeights))),
+                ("stopped_early", .bool(o.stoppedEarly)), ("seconds", .number(o.seconds)),
+                ("phase_seconds", .object(o.phaseSeconds.map { ($0.phase, .number($0.seconds)) })), ("clipped_weights", .number(Double(o.clippedWeights))),
                 ("value_norm", .number(Double(o.valueNorm))), ("delta_norm", .number(Double(o.deltaNorm))),
                 ("min_target_probability", .number(o.minTargetProbability)), ("min_target_probability_after_update", .number(o.minTargetProbabilityAfterUpdate)),
                 // The process's peak resident memory so far and its resident memory now (bytes), to see where memory goes.
