@@ -41,16 +41,20 @@ public enum ProcessStats {
 @_silgen_name("mallopt") func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
 #endif
 
-/// Buffers of 4 MiB and more get their own mapping, given back to the system when freed.
-/// glibc otherwise raises that threshold each time such a buffer is freed, then serves the
-/// interpreter's large per-op arrays from heaps that do not shrink: a one-edit plan run peaked
-/// with 155 MiB of heap on 2 threads (301 MiB in all), 210 MiB in all with this. At 128 KiB every
-/// step-graph array was a fresh mapping, and page faults took a sixth of `zorun run`'s time (47
-/// steps in a minute against 66 at 4 MiB and 73 with glibc's default).
+/// Buffers of 8 MiB and more get their own mapping, given back to the system when freed, and
+/// up to 32 MiB of free heap is kept at its top. glibc otherwise raises the mapping threshold each
+/// time such a buffer is freed, then serves the interpreter's large per-op arrays from heaps that
+/// do not shrink: a one-edit plan run peaked with 155 MiB of heap on 2 threads (301 MiB in all).
+/// At 128 KiB every step-graph array was a fresh mapping, and page faults took a sixth of `zorun
+/// run`'s time (47 steps in a minute). At 4 MiB (trim at glibc's 128 KiB) the loss head's arrays
+/// of 5–11 MiB were still fresh mappings and the heap's top was given back and faulted in again
+/// each step: 66 steps in that minute; with these two settings 90–93, and the 50-edit plan's
+/// peak RSS 246.7 MiB against 250.1.
 public enum LargeBuffers {
     public static let returnedWhenFreed: Void = {
         #if os(Linux)
-        _ = glibcMallopt(-3 /* M_MMAP_THRESHOLD */, 4 << 20)
+        _ = glibcMallopt(-3 /* M_MMAP_THRESHOLD */, 8 << 20)
+        _ = glibcMallopt(-1 /* M_TRIM_THRESHOLD */, 32 << 20)
         #endif
     }()
 }

@@ -1,4 +1,5 @@
 import ZOIR
+import CKernels
 
 /// An array transform that works for every element type (Swift closures cannot be generic).
 public protocol ElementTransform {
@@ -18,71 +19,85 @@ extension TensorData {
     }
 }
 
-/// Static shape ops, for every element type.
+/// Static shape ops, for every element type. Transpose, slice and concat are strided copies
+/// (CKernels: memcpy of the contiguous runs), split between the cores along the first axis
+/// when large; gather picks whole rows.
 enum ShapeKernels {
-    struct Transpose: ElementTransform {
-        let shape: [Int], perm: [Int]
-        func callAsFunction<T>(_ x: [T]) -> [T] {
-            let r = shape.count
-            guard r > 0, !x.isEmpty else { return x }
-            let inStrides = strides(of: shape)
-            let outShape = perm.map { shape[$0] }
-            let step = perm.map { inStrides[$0] }
-            var out = [T]()
-            out.reserveCapacity(x.count)
-            var idx = [Int](repeating: 0, count: r)
-            var src = 0
-            let last = r - 1, inner = outShape[last], innerStep = step[last]
-            x.withUnsafeBufferPointer { xp in
-                while true {
-                    var s = src
-                    for _ in 0..<inner { out.append(xp[s]); s += innerStep }
-                    // Advance the output multi-index over all but the last dim (odometer order).
-                    var d = last - 1
-                    while d >= 0 {
-                        idx[d] += 1
-                        src += step[d]
-                        if idx[d] < outShape[d] { break }
-                        src -= step[d] * idx[d]
-                        idx[d] = 0
-                        d -= 1
-                    }
-                    if d < 0 { break }
-                }
-            }
-            return out
+    /// The bytes of any tensor data and its element size (views read in place).
+    static func withBytes<R>(_ d: TensorData, _ body: (UnsafeRawPointer, Int) -> R) -> R {
+        func raw<T>(_ a: [T]) -> R { a.withUnsafeBytes { body($0.baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, MemoryLayout<T>.stride) } }
+        switch d {
+        case let .f32(a): return raw(a)
+        case let .i8(a): return raw(a)
+        case let .i8View(v): return body(UnsafeRawPointer(v.buffer.baseAddress ?? UnsafePointer(bitPattern: 8)!), 1)
+        case let .i16(a): return raw(a)
+        case let .i32(a): return raw(a)
+        case let .i64(a): return raw(a)
         }
     }
 
-    /// Copies contiguous runs: the trailing axes taken whole join the innermost run, and an
-    /// odometer walks the outer axes.
-    struct Slice: ElementTransform {
-        let shape: [Int], begin: [Int], size: [Int]
-        func callAsFunction<T>(_ x: [T]) -> [T] {
-            let count = size.reduce(1, *)
-            guard count > 0 else { return [] }
-            let st = strides(of: shape)
-            // The innermost axis not taken whole ends the contiguous run.
-            var d = shape.count - 1
-            while d > 0 && size[d] == shape[d] { d -= 1 }
-            let run = size[d] * st[d]
-            let outer = count / run
-            var idx = [Int](repeating: 0, count: d)
-            var src = zip(begin, st).reduce(0) { $0 + $1.0 * $1.1 }
-            return [T](unsafeUninitializedCapacity: count) { buf, n in
-                x.withUnsafeBufferPointer { xp in
-                    for o in 0..<outer {
-                        (buf.baseAddress! + o * run).initialize(from: xp.baseAddress! + src, count: run)
-                        var a = d - 1
-                        while a >= 0 {
-                            idx[a] += 1; src += st[a]
-                            if idx[a] < size[a] { break }
-                            src -= st[a] * size[a]; idx[a] = 0
-                            a -= 1
-                        }
-                    }
-                }
+    /// New data of `dtype`, `count` elements, written by `fill` (every element).
+    static func make(_ dtype: DType, count: Int, _ fill: (UnsafeMutableRawPointer) -> Void) -> TensorData {
+        func array<T>(_: T.Type) -> [T] {
+            [T](unsafeUninitializedCapacity: count) { buf, n in
+                if count > 0 { fill(UnsafeMutableRawPointer(buf.baseAddress!)) }
                 n = count
+            }
+        }
+        switch dtype {
+        case .f32: return .f32(array(Float.self))
+        case .i8: return .i8(array(Int8.self))
+        case .i16: return .i16(array(Int16.self))
+        case .i32: return .i32(array(Int32.self))
+        case .i64: return .i64(array(Int64.self))
+        }
+    }
+
+    /// Copies `shape` from src to dst with the given element strides; parts of the first axis
+    /// go to the cores when there are many elements.
+    static func copy(_ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, elem: Int, shape: [Int], src srcStride: [Int], dst dstStride: [Int]) {
+        guard !shape.isEmpty else { dst.copyMemory(from: src, byteCount: elem); return }
+        let count = shape.reduce(1, *)
+        let parts = count >= 1 << 16 && shape[0] >= 2 ? min(Threads.count, shape[0]) : 1
+        Threads.run(parts) { p in
+            let a0 = shape[0] * p / parts, a1 = shape[0] * (p + 1) / parts
+            guard a1 > a0 else { return }
+            var sh = shape
+            sh[0] = a1 - a0
+            zo_strided_copy(src + a0 * srcStride[0] * elem, dst + a0 * dstStride[0] * elem, Int32(elem), Int32(sh.count),
+                            sh, srcStride, dstStride)
+        }
+    }
+
+    static func transpose(_ x: TensorData, _ shape: [Int], perm: [Int]) -> TensorData {
+        let st = strides(of: shape), outShape = perm.map { shape[$0] }
+        return withBytes(x) { xp, elem in
+            make(x.dtype, count: x.count) { y in
+                copy(xp, y, elem: elem, shape: outShape, src: perm.map { st[$0] }, dst: strides(of: outShape))
+            }
+        }
+    }
+
+    static func slice(_ x: TensorData, _ shape: [Int], begin: [Int], size: [Int]) -> TensorData {
+        let st = strides(of: shape), start = zip(begin, st).reduce(0) { $0 + $1.0 * $1.1 }
+        return withBytes(x) { xp, elem in
+            make(x.dtype, count: size.reduce(1, *)) { y in
+                copy(xp + start * elem, y, elem: elem, shape: size, src: st, dst: strides(of: size))
+            }
+        }
+    }
+
+    static func concat(_ xs: [TensorData], _ shapes: [[Int]], axis: Int) -> TensorData {
+        var outShape = shapes[0]
+        outShape[axis] = shapes.map { $0[axis] }.reduce(0, +)
+        let outStrides = strides(of: outShape)
+        return make(xs[0].dtype, count: outShape.reduce(1, *)) { y in
+            var at = 0  // where along `axis` the next operand starts
+            for (x, shape) in zip(xs, shapes) {
+                withBytes(x) { xp, elem in
+                    copy(xp, y + at * outStrides[axis] * elem, elem: elem, shape: shape, src: strides(of: shape), dst: outStrides)
+                }
+                at += shape[axis]
             }
         }
     }
@@ -90,41 +105,5 @@ enum ShapeKernels {
     struct Gather: ElementTransform {
         let rows: [Int], width: Int
         func callAsFunction<T>(_ x: [T]) -> [T] { rows.flatMap { x[($0 * width)..<(($0 + 1) * width)] } }
-    }
-
-    static func transpose(_ x: TensorData, _ shape: [Int], perm: [Int]) -> TensorData {
-        x.mapElements(Transpose(shape: shape, perm: perm))
-    }
-
-    static func slice(_ x: TensorData, _ shape: [Int], begin: [Int], size: [Int]) -> TensorData {
-        x.mapElements(Slice(shape: shape, begin: begin, size: size))
-    }
-
-    static func concat(_ xs: [TensorData], _ shapes: [[Int]], axis: Int) -> TensorData {
-        // For each outer index, each operand's contiguous chunk in turn.
-        let outer = shapes[0][..<axis].reduce(1, *)
-        let chunks = shapes.map { $0[axis...].reduce(1, *) }
-        let total = chunks.reduce(0, +) * outer
-        func join<T>(_ arrays: [[T]]) -> [T] {
-            [T](unsafeUninitializedCapacity: total) { buf, n in
-                var start = 0
-                for (a, c) in zip(arrays, chunks) {
-                    if c > 0 { a.withUnsafeBufferPointer { ap in
-                        for o in 0..<outer { (buf.baseAddress! + o * (total / max(outer, 1)) + start).initialize(from: ap.baseAddress! + o * c, count: c) }
-                    } }
-                    start += c
-                }
-                n = total
-            }
-        }
-        func all<T>(_ get: (TensorData) -> [T]?) -> [[T]] { xs.map { get($0.owned) ?? [] } }
-        switch xs[0].owned {
-        case .f32: return .f32(join(all { if case let .f32(a) = $0 { a } else { nil } }))
-        case .i8: return .i8(join(all { if case let .i8(a) = $0 { a } else { nil } }))
-        case .i16: return .i16(join(all { if case let .i16(a) = $0 { a } else { nil } }))
-        case .i32: return .i32(join(all { if case let .i32(a) = $0 { a } else { nil } }))
-        case .i64: return .i64(join(all { if case let .i64(a) = $0 { a } else { nil } }))
-        case .i8View: return xs[0]  // never: `owned` has no views
-        }
     }
 }

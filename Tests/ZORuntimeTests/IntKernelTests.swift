@@ -1,4 +1,5 @@
 import XCTest
+import Foundation
 import ZOIR
 import ZORuntime
 
@@ -436,6 +437,62 @@ final class IntKernelTests: XCTestCase {
                 }
                 k += 1
             } } } }
+        }
+    }
+
+    /// Transpose, slice and concat are strided byte copies: every permutation of a 4-D shape, for
+    /// every element width (f32 too, and a mapped i8 view), small and large enough to be split
+    /// between the cores, against index arithmetic.
+    func testShapeOpsMoveEveryElementOfEveryWidth() throws {
+        for shape in [[2, 3, 4, 5], [8, 3, 40, 70]] {
+            let count = shape.reduce(1, *), st = strides(of: shape)
+            let base = (0..<count).map { Int64($0 % 251) - 125 }  // fits every width
+            let view = base.map(Int8.init).withUnsafeBufferPointer { b in
+                let copy = UnsafeMutableBufferPointer<Int8>.allocate(capacity: count)
+                _ = copy.initialize(from: b)
+                return copy
+            }
+            defer { view.deallocate() }
+            let owner = NSObject()
+            let inputs: [(DType, TensorData)] = [(.i8, .i8(base.map(Int8.init))), (.i8, .i8View(Int8View(UnsafeBufferPointer(view), owner: owner))),
+                                                 (.i16, .i16(base.map(Int16.init))), (.i32, .i32(base.map(Int32.init))),
+                                                 (.i64, .i64(base)), (.f32, .f32(base.map(Float.init)))]
+            for (dtype, x) in inputs {
+                let t = TensorType(dtype, shape)
+                for perm in [[0, 1, 2, 3], [0, 2, 1, 3], [3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1]] {
+                    let y = ints(try run(.transpose, [(t, x)], ["perm": .ints(perm)]))
+                    let out = perm.map { shape[$0] }
+                    var k = 0, bad = 0
+                    for a in 0..<out[0] { for b in 0..<out[1] { for c in 0..<out[2] { for d in 0..<out[3] {
+                        let i = [a, b, c, d]
+                        var src = 0
+                        for (o, axis) in perm.enumerated() { src += i[o] * st[axis] }
+                        if y[k] != base[src] { bad += 1 }
+                        k += 1
+                    } } } }
+                    XCTAssertEqual(bad, 0, "transpose \(perm) of \(dtype.rawValue) \(shape)")
+                }
+                let begin = [1, 1, 2, 3], size = [shape[0] - 1, 2, shape[2] - 2, shape[3] - 4]
+                let y = ints(try run(.slice, [(t, x)], ["begin": .ints(begin), "size": .ints(size)]))
+                var k = 0, bad = 0
+                for a in 0..<size[0] { for b in 0..<size[1] { for c in 0..<size[2] { for d in 0..<size[3] {
+                    if y[k] != base[(a + 1) * st[0] + (b + 1) * st[1] + (c + 2) * st[2] + (d + 3) * st[3]] { bad += 1 }
+                    k += 1
+                } } } }
+                XCTAssertEqual(bad, 0, "slice of \(dtype.rawValue) \(shape)")
+                for axis in 0..<4 {
+                    let z = ints(try run(.concat, [(t, x), (t, x)], ["axis": .int(axis)]))
+                    var out = shape; out[axis] *= 2
+                    var k = 0, bad = 0
+                    for a in 0..<out[0] { for b in 0..<out[1] { for c in 0..<out[2] { for d in 0..<out[3] {
+                        var i = [a, b, c, d]
+                        i[axis] %= shape[axis]
+                        if z[k] != base[zip(i, st).reduce(0) { $0 + $1.0 * $1.1 }] { bad += 1 }
+                        k += 1
+                    } } } }
+                    XCTAssertEqual(bad, 0, "concat on axis \(axis) of \(dtype.rawValue) \(shape)")
+                }
+            }
         }
     }
 

@@ -43,6 +43,11 @@ void zo_binary(int op, const void *a, int abits, const void *b, int bbits, int r
 /// Batched c[t][i][j] = sum_l a[t][i][l] * b[t][l][j] (b[t][j][l] when transpose_b), exact int64.
 void zo_matmul_i16(const int16_t *a, const int16_t *b, int batches, int m, int k, int n, int transpose_b, int64_t *c);
 
+/// Copies the elements of `shape` (rank <= 8; `elem` bytes each: 1, 2, 4 or 8) from src to dst,
+/// element (i0, i1, ...) at offsets sum(i_a * src_stride[a]) and sum(i_a * dst_stride[a]) (in
+/// elements): transpose, slice and concat. Contiguous inner runs go through memcpy.
+void zo_strided_copy(const void *src, void *dst, int elem, int rank, const long *shape, const long *src_stride, const long *dst_stride);
+
 /// Runs fn(ctx, p) for p = 0 ..< parts on up to `threads` threads (the caller and a pool of
 /// threads - 1 workers, started on first use, which spin a little after each job before they
 /// sleep) and returns when every part is done. Parts run serially in the caller with one thread,
