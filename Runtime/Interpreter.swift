@@ -18,9 +18,12 @@ public final class Interpreter {
         let function: Function
         let lastUse: [Int]
         let isResult: [Bool]
-        /// Integer fully_connected ops (by op index) run together with the rescale (op index)
-        /// that is their only use: the i64 accumulator is never stored whole.
+        /// Integer fully_connected ops and i64 add/sub/mul (by op index) run together with the
+        /// rescale (op index) that is their only use: the i64 result is never stored whole.
         let fusedRescale: [Int: Int]
+        /// i64 add/sub/mul ops (by op index) whose only use is a last-axis reduce_sum (op index):
+        /// the sums are made a row at a time, the i64 tensor never exists whole.
+        let fusedRowSum: [Int: Int]
     }
 
     /// `constantsFrom`: reuse the constants another interpreter has materialized (same weights).
@@ -106,14 +109,32 @@ public final class Interpreter {
         for op in f.ops { for o in op.operands { uses[o] += 1 } }
         var fused: [Int: Int] = [:]
         let n = f.params.count
-        for (i, op) in f.ops.enumerated() where (op.kind == .fullyConnected && op.type.dtype == .i64 && op.operands.count == 2) || op.kind == .blockFullyConnected {
+        let fusable: (Op) -> Bool = { op in
+            switch op.kind {
+            case .fullyConnected: return op.type.dtype == .i64 && op.operands.count == 2
+            case .blockFullyConnected: return true
+            case .add, .sub, .mul: return op.type.dtype == .i64
+            default: return false
+            }
+        }
+        for (i, op) in f.ops.enumerated() where fusable(op) {
             let id = n + i, c = last[id]
             guard uses[id] == 1, !isResult[id], c > i, f.ops[c].kind == .rescale, f.ops[c].operands.first == id,
                   [DType.i16, .i32].contains(f.ops[c].type.dtype),
                   f.ops[c].operands.dropFirst().allSatisfy({ $0 >= n && f.ops[$0 - n].kind == .constant }) else { continue }
             fused[i] = c
         }
-        let p = Plan(function: f, lastUse: last, isResult: isResult, fusedRescale: fused)
+        // An i64 add/sub/mul of operands of its own shape whose only use is a last-axis reduce_sum.
+        var summed: [Int: Int] = [:]
+        for (i, op) in f.ops.enumerated() where [.add, .sub, .mul].contains(op.kind) && op.type.dtype == .i64 && op.type.rank > 0 {
+            let id = n + i, c = last[id]
+            guard uses[id] == 1, !isResult[id], c > i, f.ops[c].kind == .reduceSum, f.ops[c].type.dtype == .i64,
+                  op.operands.allSatisfy({ f.type(of: $0).shape == op.type.shape }),
+                  let axis = f.ops[c].attributes["axis"].flatMap({ a -> Int? in if case let .int(v) = a { return v } else { return nil } }),
+                  axis == -1 || axis == op.type.rank - 1 else { continue }
+            summed[i] = c
+        }
+        let p = Plan(function: f, lastUse: last, isResult: isResult, fusedRescale: fused, fusedRowSum: summed)
         plans[name] = p
         return p
     }
@@ -135,6 +156,10 @@ public final class Interpreter {
         for (fc, rescale) in p.fusedRescale {
             keys[fc] = Self.fusedKey(f.ops[fc], f.ops[rescale])
             keys[rescale] = ""
+        }
+        for (op, sum) in p.fusedRowSum {
+            keys[op] = "\(f.ops[op].kind.rawValue)+reduce_sum i64"
+            keys[sum] = ""
         }
         return keys
     }
@@ -165,8 +190,12 @@ public final class Interpreter {
                 var kind = Self.profileKey(op, in: f)
                 if done.contains(i) {
                     kind = ""
+                } else if observe == nil, let c = p.fusedRowSum[i] {
+                    values[n + c] = .i64(IntKernels.binaryRowSums(op.kind, values[op.operands[0]]!, values[op.operands[1]]!, rowLength: op.type.shape.last!))
+                    done.insert(c)
+                    kind = "\(op.kind.rawValue)+reduce_sum i64"
                 } else if observe == nil, let c = p.fusedRescale[i] {
-                    values[n + c] = try fullyConnectedRescaled(op, f.ops[c], in: f, op.operands.map { values[$0]! }, op.operands.map { f.type(of: $0) })
+                    values[n + c] = try rescaled(op, f.ops[c], in: f, op.operands.map { values[$0]! }, op.operands.map { f.type(of: $0) })
                     done.insert(c)
                     kind = Self.fusedKey(op, f.ops[c])
                 } else {
@@ -189,10 +218,9 @@ public final class Interpreter {
         return out
     }
 
-    /// An integer fully_connected and the rescale that is its only use, as one kernel.
-    /// (The rescale's multipliers and shifts are constants: the plan checked it.)
-    func fullyConnectedRescaled(_ fc: Op, _ rescale: Op, in f: Function, _ x: [TensorData], _ t: [TensorType]) throws -> TensorData {
-        let k = t[1].shape[1], n = t[1].shape[0]
+    /// An integer fully_connected or add/sub/mul and the rescale that is its only use, as one
+    /// kernel. (The rescale's multipliers and shifts are constants: the plan checked it.)
+    func rescaled(_ fc: Op, _ rescale: Op, in f: Function, _ x: [TensorData], _ t: [TensorType]) throws -> TensorData {
         func constantOperand(_ i: Int) throws -> [Int] {
             guard case let .symbol(name)? = f.op(defining: rescale.operands[i])?.attributes["name"] else { throw KernelError("rescale operand \(i) is not a constant") }
             return IntKernels.widen(try constant(name)).map(Int.init)
@@ -200,6 +228,14 @@ public final class Interpreter {
         let at = AttrReader(rescale.attributes)
         let (m, sh) = rescale.operands.count == 3 ? (try constantOperand(1), try constantOperand(2)) : ([try at.int("multiplier")], [try at.int("shift")])
         guard sh.allSatisfy({ (0...62).contains($0) }) else { throw KernelError("rescale shifts must lie in 0...62") }
+        if [.add, .sub, .mul].contains(fc.kind) {
+            guard m.count == 1 || m.count == fc.type.shape.last, m.count == sh.count else {
+                throw KernelError("rescale has \(m.count) multipliers for a last axis of \(fc.type.shape.last ?? 1)")
+            }
+            return IntKernels.binaryRescaled(fc.kind, x[0], t[0].shape, x[1], t[1].shape, outShape: fc.type.shape,
+                                             multipliers: m, shifts: sh, out: rescale.type.dtype)
+        }
+        let k = t[1].shape[1], n = t[1].shape[0]
         let input = try IntKernels.int16s(x[0])
         if fc.kind == .blockFullyConnected {
             let fa = AttrReader(fc.attributes), k = t[0].shape.last!

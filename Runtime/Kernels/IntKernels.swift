@@ -187,6 +187,33 @@ enum IntKernels {
         }
     }
 
+    /// An i64 add/sub/mul and the rescale (per tensor, or per index of the last axis) that is its
+    /// only use, in one pass: the integers of `binary` then `rescale`, without the i64 tensor.
+    static func binaryRescaled(_ kind: OpKind, _ a: TensorData, _ ashape: [Int], _ b: TensorData, _ bshape: [Int], outShape: [Int],
+                               multipliers: [Int], shifts: [Int], out: DType) -> TensorData {
+        let op: Int32 = kind == .add ? 0 : kind == .sub ? 1 : 2
+        let (shape, sa, sb) = Broadcast.layout(ashape, bshape, out: outShape)
+        let count = outShape.reduce(1, *)
+        let m = multipliers.map(Int64.init), s = shifts.map(Int32.init), width = m.count
+        let outBits = out.byteSize * 8
+        return makeInteger(out, count: count) { y in
+            withIntegerBytes(a) { ap, abits in
+                withIntegerBytes(b) { bp, bbits in
+                    let parts = count >= 1 << 16 && shape[0] >= 2 ? min(Threads.count, shape[0]) : 1
+                    let inner = count / shape[0]
+                    Threads.run(parts) { p in
+                        let r0 = shape[0] * p / parts, r1 = shape[0] * (p + 1) / parts
+                        var sh = shape
+                        sh[0] = r1 - r0
+                        guard sh[0] > 0 else { return }
+                        zo_binary_rescale(op, ap + r0 * sa[0] * abits / 8, Int32(abits), bp + r0 * sb[0] * bbits / 8, Int32(bbits), Int32(sh.count),
+                                          sh, sa, sb, m, s, width, r0 * inner, Int32(outBits), y + r0 * inner * outBits / 8)
+                    }
+                }
+            }
+        }
+    }
+
     /// The bytes of integer data and its element width in bits (f32 is read as Int64 values).
     static func withIntegerBytes<R>(_ d: TensorData, _ body: (UnsafeRawPointer, Int) -> R) -> R {
         switch d {
@@ -315,19 +342,61 @@ enum IntKernels {
         case let .i16(a): return rows(a)
         case let .i32(a): return rows(a)
         case let .i64(a):
-            // Saturating at each addition, as `reduceSum` (the norms' sums of i64 squares).
+            // Saturating at each addition, as `reduceSum` (the norms' sums of i64 squares). When
+            // every |v| < 2^b and n < 2^(63 − b), no partial sum can leave Int64 and the plain
+            // (vectorized) sum is that; rows are split between the cores (the loss head's 49,152-wide rows).
             guard n > 0 else { return [] }
-            return a.withUnsafeBufferPointer { p in
-                (0..<(a.count / n)).map { r in
-                    var acc: Int64 = 0
-                    for v in p[(r * n)..<((r + 1) * n)] {
-                        let (t, over) = acc.addingReportingOverflow(v)
-                        acc = over ? (v > 0 ? .max : .min) : t
+            let rowCount = a.count / n
+            let parts = a.count >= 1 << 16 && rowCount >= 2 ? min(Threads.count, rowCount) : 1
+            return [Int64](unsafeUninitializedCapacity: rowCount) { out, done in
+                a.withUnsafeBufferPointer { p in
+                    Threads.run(parts) { part in
+                        for r in (rowCount * part / parts)..<(rowCount * (part + 1) / parts) {
+                            out[r] = saturatingSum(UnsafeBufferPointer(rebasing: p[(r * n)..<((r + 1) * n)]))
+                        }
                     }
-                    return acc
                 }
+                done = rowCount
             }
         default: return nil
+        }
+    }
+
+    /// Σ row, saturating at each addition. When every |v| ≤ 2^b and the row is shorter than
+    /// 2^(63 − b), no partial sum can leave Int64 and the plain (vectorized) sum is that.
+    @inline(__always) static func saturatingSum(_ row: UnsafeBufferPointer<Int64>) -> Int64 {
+        var sum: Int64 = 0, bits: UInt64 = 0
+        for v in row { sum &+= v; bits |= UInt64(bitPattern: v ^ (v >> 63)) }
+        if 64 - bits.leadingZeroBitCount + (Int.bitWidth - row.count.leadingZeroBitCount) < 63 { return sum }
+        var acc: Int64 = 0
+        for v in row {
+            let (t, over) = acc.addingReportingOverflow(v)
+            acc = over ? (v > 0 ? .max : .min) : t
+        }
+        return acc
+    }
+
+    /// An i64 add/sub/mul of two operands of its own shape and the last-axis reduce_sum that is
+    /// its only use, a row at a time (the loss head's Σ e² over 49,152 logits per row): the sums of
+    /// `binary` then `reduce_sum`, without the i64 tensor. Rows are split between the cores.
+    static func binaryRowSums(_ kind: OpKind, _ a: TensorData, _ b: TensorData, rowLength n: Int) -> [Int64] {
+        let op: Int32 = kind == .add ? 0 : kind == .sub ? 1 : 2
+        let rowCount = n > 0 ? a.count / n : 0
+        let parts = a.count >= 1 << 16 && rowCount >= 2 ? min(Threads.count, rowCount) : 1
+        return [Int64](unsafeUninitializedCapacity: rowCount) { out, done in
+            withIntegerBytes(a) { ap, abits in
+                withIntegerBytes(b) { bp, bbits in
+                    Threads.run(parts) { part in
+                        let row = UnsafeMutableBufferPointer<Int64>.allocate(capacity: n)
+                        defer { row.deallocate() }
+                        for r in (rowCount * part / parts)..<(rowCount * (part + 1) / parts) {
+                            zo_binary(op, ap + r * n * abits / 8, Int32(abits), bp + r * n * bbits / 8, Int32(bbits), 1, [n], [1], [1], 64, row.baseAddress)
+                            out[r] = saturatingSum(UnsafeBufferPointer(row))
+                        }
+                    }
+                }
+            }
+            done = rowCount
         }
     }
 

@@ -877,9 +877,27 @@ static inline __attribute__((always_inline)) int64_t sat_mul(int64_t a, int64_t 
     int64_t r; if (__builtin_mul_overflow(a, b, &r)) return (a < 0) != (b < 0) ? INT64_MIN : INT64_MAX; return r;
 }
 
-// One row: y[i] = a[i·sa] op b[i·sb] for i < n.
+// The rescale that follows a binary op in the same pass (m NULL: none): multipliers and shifts
+// per channel (width of them, the output's last axis) or one (width 1); `first` is the flat index
+// of the part's first output, for the channel of each element.
+typedef struct { const int64_t *m; const int32_t *s; long width, first; } then_rescale;
+
+// The int64 results t[0..n) at flat output index `at`, rescaled into y (obits wide).
+static void rescale_run(const int64_t *t, long n, long at, const then_rescale *r, int obits, void *y) {
+    if (r->width == 1) { zo_rescale(t, 64, n, 1, r->m, r->s, obits, y); return; }
+    // Pieces that do not cross the last axis's end, each with its own first channel.
+    for (long i = 0; i < n;) {
+        const long ch = (at + i) % r->width, len = n - i < r->width - ch ? n - i : r->width - ch;
+        zo_rescale(t + i, 64, len, (int)len, r->m + ch, r->s + ch, obits, (char *)y + i * (obits / 8));
+        i += len;
+    }
+}
+
+// One row: y[i] = a[i·sa] op b[i·sb] for i < n (then rescaled when r is not NULL; `at` is
+// the flat index of y[0]).
 static inline __attribute__((always_inline)) void binary_row(int op, int narrow, const void *a, int abits, long sa,
-                                                            const void *b, int bbits, long sb, long n, int obits, void *y) {
+                                                            const void *b, int bbits, long sb, long n, int obits, void *y,
+                                                            const then_rescale *r, long at) {
     int64_t ta[ZO_CHUNK], tb[ZO_CHUNK];
     const int ab = abits / 8, bb = bbits / 8, ob = obits / 8;
     for (long s = 0; s < n; s += ZO_CHUNK) {
@@ -896,12 +914,14 @@ static inline __attribute__((always_inline)) void binary_row(int op, int narrow,
             else if (op == 1) for (long i = 0; i < c; i++) ta[i] = sat_sub(ta[i], tb[i]);
             else for (long i = 0; i < c; i++) ta[i] = sat_mul(ta[i], tb[i]);
         }
-        store_sat(ta, c, obits, (char *)y + s * ob);
+        if (r) rescale_run(ta, c, at + s, r, obits, (char *)y + s * ob);
+        else store_sat(ta, c, obits, (char *)y + s * ob);
     }
 }
 
 static inline __attribute__((always_inline)) void binary_body(int op, const void *a, int abits, const void *b, int bbits, int rank,
-                                                             const long *shape, const long *sa, const long *sb, int obits, void *y) {
+                                                             const long *shape, const long *sa, const long *sb, int obits, void *y,
+                                                             const then_rescale *rs) {
     const int narrow = abits <= 32 && bbits <= 32;
     const long n = shape[rank - 1], ia = sa[rank - 1], ib = sb[rank - 1];
     long rows = 1;
@@ -909,7 +929,8 @@ static inline __attribute__((always_inline)) void binary_body(int op, const void
     long idx[8] = {0}, oa = 0, ob = 0;
     const int ab = abits / 8, bb = bbits / 8, yb = obits / 8;
     for (long r = 0; r < rows; r++) {
-        binary_row(op, narrow, (const char *)a + oa * ab, abits, ia, (const char *)b + ob * bb, bbits, ib, n, obits, (char *)y + r * n * yb);
+        binary_row(op, narrow, (const char *)a + oa * ab, abits, ia, (const char *)b + ob * bb, bbits, ib, n, obits, (char *)y + r * n * yb,
+                   rs, rs ? rs->first + r * n : 0);
         for (int d = rank - 2; d >= 0; d--) {
             idx[d]++; oa += sa[d]; ob += sb[d];
             if (idx[d] < shape[d]) break;
@@ -921,22 +942,34 @@ static inline __attribute__((always_inline)) void binary_body(int op, const void
 #if defined(__x86_64__)
 __attribute__((target("avx2")))
 static void binary_avx2(int op, const void *a, int abits, const void *b, int bbits, int rank,
-                        const long *shape, const long *sa, const long *sb, int obits, void *y) {
-    binary_body(op, a, abits, b, bbits, rank, shape, sa, sb, obits, y);
+                        const long *shape, const long *sa, const long *sb, int obits, void *y, const then_rescale *rs) {
+    binary_body(op, a, abits, b, bbits, rank, shape, sa, sb, obits, y, rs);
 }
 #endif
 
 static void binary_portable(int op, const void *a, int abits, const void *b, int bbits, int rank,
-                            const long *shape, const long *sa, const long *sb, int obits, void *y) {
-    binary_body(op, a, abits, b, bbits, rank, shape, sa, sb, obits, y);
+                            const long *shape, const long *sa, const long *sb, int obits, void *y, const then_rescale *rs) {
+    binary_body(op, a, abits, b, bbits, rank, shape, sa, sb, obits, y, rs);
+}
+
+static void binary(int op, const void *a, int abits, const void *b, int bbits, int rank,
+                   const long *shape, const long *sa, const long *sb, int obits, void *y, const then_rescale *rs) {
+#if defined(__x86_64__)
+    if (zo_has_avx2()) { binary_avx2(op, a, abits, b, bbits, rank, shape, sa, sb, obits, y, rs); return; }
+#endif
+    binary_portable(op, a, abits, b, bbits, rank, shape, sa, sb, obits, y, rs);
 }
 
 void zo_binary(int op, const void *a, int abits, const void *b, int bbits, int rank,
                const long *shape, const long *sa, const long *sb, int obits, void *y) {
-#if defined(__x86_64__)
-    if (zo_has_avx2()) { binary_avx2(op, a, abits, b, bbits, rank, shape, sa, sb, obits, y); return; }
-#endif
-    binary_portable(op, a, abits, b, bbits, rank, shape, sa, sb, obits, y);
+    binary(op, a, abits, b, bbits, rank, shape, sa, sb, obits, y, NULL);
+}
+
+void zo_binary_rescale(int op, const void *a, int abits, const void *b, int bbits, int rank,
+                       const long *shape, const long *sa, const long *sb, const int64_t *m, const int32_t *s, long width,
+                       long first, int out_bits, void *y) {
+    const then_rescale rs = {m, s, width, first};
+    binary(op, a, abits, b, bbits, rank, shape, sa, sb, out_bits, y, &rs);
 }
 
 // ---- Batched i16 matmul ------------------------------------------------------------------

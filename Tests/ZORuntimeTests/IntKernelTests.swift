@@ -79,6 +79,16 @@ final class IntKernelTests: XCTestCase {
         let big: [Int64] = [.max - 1, 5, -10]
         XCTAssertEqual(ints(try run(.reduceSum, [(TensorType(.i64, [1, 3]), .i64(big))], ["axis": .int(1)])), [.max - 10])
         XCTAssertEqual(ints(try run(.reduceSum, [(TensorType(.i64, [3, 1]), .i64(big))], ["axis": .int(0)])), [.max - 10])
+        // Long rows split between the cores: rows whose sum cannot overflow take the plain sum, the
+        // row of huge values the saturating one.
+        let long = (0..<(4 * 20_000)).map { i -> Int64 in i / 20_000 == 1 ? (i % 3 == 0 ? .max - 7 : -(1 << 61)) : Int64.random(in: -(1 << 40)...(1 << 40), using: &rng) }
+        let want = (0..<4).map { r in
+            long[(r * 20_000)..<((r + 1) * 20_000)].reduce(Int64(0)) { acc, v in
+                let (t, over) = acc.addingReportingOverflow(v)
+                return over ? (v > 0 ? .max : .min) : t
+            }
+        }
+        XCTAssertEqual(ints(try run(.reduceSum, [(TensorType(.i64, [4, 20_000]), .i64(long))], ["axis": .int(1)])), want)
     }
 
     func testFullyConnectedIsExact() throws {
@@ -306,6 +316,62 @@ final class IntKernelTests: XCTestCase {
                 let c = perChannel ? j : 0
                 XCTAssertEqual(ints(apart)[r * n + j], sat(oracleRound(dot * Int128(m[c]), Int(sh[c])), out == .i16 ? 16 : 32))
             }
+        }
+    }
+
+    /// An i64 add/sub/mul whose only use is a rescale runs as one kernel (no i64 tensor): the same
+    /// integers as the two ops, per tensor and per channel, broadcast, and split between the cores
+    /// at a point inside the last axis (shapes that merge into one run of 90,003 elements).
+    func testBinaryFusedWithItsRescaleMatchesTheTwoOps() throws {
+        func i32s(_ n: Int) -> [Int32] { (0..<n).map { i in i % 17 == 0 ? [Int32.min, .max, 0][(i / 17) % 3] : Int32.random(in: -(1 << 24)...(1 << 24), using: &rng) } }
+        func i64s(_ n: Int) -> [Int64] { (0..<n).map { i in i % 19 == 0 ? [Int64.min, .max][(i / 19) % 2] : Int64.random(in: -(1 << 50)...(1 << 50), using: &rng) } }
+        let cases: [(OpKind, TensorType, TensorData, TensorType, TensorData, Bool, DType)] = [
+            (.mul, TensorType(.i32, [6, 70, 37]), .i32(i32s(6 * 70 * 37)), TensorType(.i16, [6, 70, 37]), .i16(i16s(6 * 70 * 37)), true, .i16),
+            (.mul, TensorType(.i32, [200, 5, 37]), .i32(i32s(200 * 5 * 37)), TensorType(.i16, [37]), .i16(i16s(37)), false, .i32),
+            (.mul, TensorType(.i32, [3, 30001]), .i32(i32s(90003)), TensorType(.i32, [3, 30001]), .i32(i32s(90003)), true, .i32),
+            (.add, TensorType(.i64, [3, 30001]), .i64(i64s(90003)), TensorType(.i32, [30001]), .i32(i32s(30001)), true, .i16),
+            (.sub, TensorType(.i64, [40, 9, 64]), .i64(i64s(40 * 9 * 64)), TensorType(.i64, [40, 1, 64]), .i64(i64s(40 * 64)), false, .i32),
+        ]
+        for (kind, ta, a, tb, b, perChannel, out) in cases {
+            let last = ta.shape.last!
+            let m = (0..<(perChannel ? last : 1)).map { _ in Int32.random(in: 1...(1 << 30), using: &rng) }
+            let sh = (0..<(perChannel ? last : 1)).map { _ in Int32.random(in: 31...62, using: &rng) }
+            let mb = ModuleBuilder(name: "k")
+            mb.declareConstant("m", TensorType(.i32, [m.count]), .data(.i32(m)))
+            mb.declareConstant("s", TensorType(.i32, [sh.count]), .data(.i32(sh)))
+            let f = FunctionBuilder("f", in: mb)
+            let v = try f.emit(kind, [f.param("a", ta), f.param("b", tb)])
+            XCTAssertEqual(v.type.dtype, .i64)
+            let y = perChannel ? try f.emit(.rescale, [v, try f.constant("m"), try f.constant("s")], ["out": .string(out.rawValue)])
+                               : try f.emit(.rescale, [v], ["multiplier": .int(Int(m[0])), "shift": .int(Int(sh[0])), "out": .string(out.rawValue)])
+            f.output("y", y)
+            f.finish()
+            let interp = try Interpreter(module: mb.module)
+            let fused = try interp.run("f", ["a": a, "b": b])["y"]!
+            let apart = try interp.run("f", ["a": a, "b": b], observe: { _, _ in })["y"]!
+            XCTAssertEqual(fused.dtype, out)
+            XCTAssertTrue(fused == apart, "\(kind.rawValue) \(ta) \(tb): the fused kernel differs from the op + rescale")
+        }
+    }
+
+    /// An i64 add/sub/mul whose only use is a last-axis reduce_sum is summed a row at a time: the
+    /// same sums as the two ops (rows split between the cores; one row saturates on the way).
+    func testBinaryFusedWithItsRowSumMatchesTheTwoOps() throws {
+        let rows = 6, n = 20_000
+        let a = (0..<(rows * n)).map { i -> Int64 in i / n == 2 ? .max / 3 : Int64.random(in: -(1 << 40)...(1 << 40), using: &rng) }
+        let b = (0..<(rows * n)).map { i -> Int32 in i / n == 2 ? 2 : Int32.random(in: -(1 << 20)...(1 << 20), using: &rng) }
+        for kind in [OpKind.mul, .add, .sub] {
+            let mb = ModuleBuilder(name: "k")
+            let f = FunctionBuilder("f", in: mb)
+            let t = TensorType(.i64, [1, rows, n])
+            let v = try f.emit(kind, [f.param("a", t), f.param("b", TensorType(.i32, [1, rows, n]))])
+            f.output("y", try f.emit(.reduceSum, [v], ["axis": .int(2)]))
+            f.finish()
+            let interp = try Interpreter(module: mb.module)
+            let fused = try interp.run("f", ["a": .i64(a), "b": .i32(b)])["y"]!
+            let apart = try interp.run("f", ["a": .i64(a), "b": .i32(b)], observe: { _, _ in })["y"]!
+            XCTAssertTrue(fused == apart, "\(kind.rawValue) then reduce_sum: the fused rows differ")
+            if kind == .mul { XCTAssertEqual(ints(apart)[2], .max, "the row of huge products saturates") }
         }
     }
 

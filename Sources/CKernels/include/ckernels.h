@@ -40,6 +40,14 @@ void zo_rescale(const void *x, int in_bits, long count, int width, const int64_t
 void zo_binary(int op, const void *a, int abits, const void *b, int bbits, int rank,
                const long *shape, const long *sa, const long *sb, int obits, void *y);
 
+/// zo_binary (its int64 result, obits 64) followed by zo_rescale in one pass: the int64 values
+/// are never stored whole. m and s hold `width` multipliers and shifts (1: per tensor; else one
+/// per index of the output's last axis, which has `width` elements); `first` is the flat output
+/// index of y[0] (where a part of a split tensor starts). out_bits 16 or 32.
+void zo_binary_rescale(int op, const void *a, int abits, const void *b, int bbits, int rank,
+                       const long *shape, const long *sa, const long *sb, const int64_t *m, const int32_t *s, long width,
+                       long first, int out_bits, void *y);
+
 /// Batched c[t][i][j] = sum_l a[t][i][l] * b[t][l][j] (b[t][j][l] when transpose_b), exact int64.
 void zo_matmul_i16(const int16_t *a, const int16_t *b, int batches, int m, int k, int n, int transpose_b, int64_t *c);
 
