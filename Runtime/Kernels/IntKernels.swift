@@ -499,7 +499,18 @@ enum Reduction {
     }
 }
 
-/// The machine's int16 multiply-add peak, measured (CKernels' tight vpmaddwd loop).
+/// The multiply-add instruction of the block kernels and the peak loop: AVX-512 VNNI's vpdpwssd
+/// (on 256-bit registers) where the CPU has it, unless ZO_VNNI=0; else AVX2's vpmaddwd + vpaddd.
+/// Both give the same integers. Settable for tests and benchmarks of both paths (not while kernels run).
+public enum MultiplyAdd {
+    public static var usesVNNI: Bool {
+        get { zo_has_vnni() != 0 }
+        set { _ = zo_use_vnni(newValue ? 1 : 0) }
+    }
+    public static var instruction: String { usesVNNI ? "vpdpwssd" : "vpmaddwd + vpaddd" }
+}
+
+/// The machine's int16 multiply-add peak, measured (CKernels' tight loop of `MultiplyAdd`'s instruction).
 public enum MultiplyAddPeak {
     /// Multiply-adds per second on `threads` threads running the loop at once for about `seconds`
     /// (nil without AVX2).

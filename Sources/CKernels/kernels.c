@@ -166,6 +166,30 @@ int zo_has_avx2(void) {
 #endif
 }
 
+static int vnni_state = -1;  // -1: not decided yet
+
+static int cpu_has_vnni(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    return zo_has_avx2() && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+#else
+    return 0;
+#endif
+}
+
+int zo_has_vnni(void) {
+    if (vnni_state < 0) {
+        const char *off = getenv("ZO_VNNI");  // ZO_VNNI=0: the AVX2 kernels, to compare
+        vnni_state = cpu_has_vnni() && !(off && off[0] == '0');
+    }
+    return vnni_state;
+}
+
+int zo_use_vnni(int enabled) {
+    vnni_state = enabled && cpu_has_vnni();
+    return vnni_state;
+}
+
 // Outputs per tile: the kernels stream every row group past the weights of their outputs, so a
 // tile's weights (about 192 KiB) stay in L2 instead of coming from memory once per row group.
 static inline int output_tile(int k, int bytes_per_input) {
@@ -484,49 +508,62 @@ static void pack_block_tile(const int8_t *w, int bits, const int16_t *scale, con
 
 #if defined(__x86_64__)
 // Rows x0..x3 (int16 [k]; sums: their block sums [4][kb]) × the 16 outputs of packed groups g0
-// and g0 + 1; results go to out[q][0..15] (int64).
+// and g0 + 1; results go to out[q][0..15] (int64). Written once, compiled twice: MADD(acc, x, w)
+// adds the pairwise products of x and w to acc's int32 lanes (vpmaddwd + vpaddd, or one vpdpwssd
+// where the CPU has AVX-512 VNNI: the same wrapping int32 sums).
+#define BLOCK_FC_PACKED_4X16(MADD)                                                                            \
+    const size_t gw = (size_t)k * 8, gs = (size_t)kb * 8;                                                    \
+    /* Totals: [row][group][even, odd] lanes (outputs 0,2,4,6 / 1,3,5,7 of the group), int64. */            \
+    __m256i tot[4][2][2];                                                                                    \
+    for (int q = 0; q < 4; q++) for (int g = 0; g < 2; g++) tot[q][g][0] = tot[q][g][1] = _mm256_setzero_si256(); \
+    for (int b = 0; b < kb; b++) {                                                                           \
+        __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00; \
+        const int8_t *w0 = pw + (size_t)b * block * 8, *w1 = w0 + gw;                                        \
+        for (int i = b * block, e = i + block; i < e; i += 2, w0 += 16, w1 += 16) {                           \
+            __m256i v0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w0));                         \
+            __m256i v1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w1));                         \
+            __m256i x;                                                                                       \
+            x = _mm256_set1_epi32(*(const int32_t *)(xs[0] + i)); a00 = MADD(a00, x, v0); a01 = MADD(a01, x, v1); \
+            x = _mm256_set1_epi32(*(const int32_t *)(xs[1] + i)); a10 = MADD(a10, x, v0); a11 = MADD(a11, x, v1); \
+            x = _mm256_set1_epi32(*(const int32_t *)(xs[2] + i)); a20 = MADD(a20, x, v0); a21 = MADD(a21, x, v1); \
+            x = _mm256_set1_epi32(*(const int32_t *)(xs[3] + i)); a30 = MADD(a30, x, v0); a31 = MADD(a31, x, v1); \
+        }                                                                                                    \
+        const __m256i acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};                         \
+        for (int g = 0; g < 2; g++) {                                                                        \
+            const __m256i sc = _mm256_loadu_si256((const __m256i *)(ps + g * gs + (size_t)b * 8)), sco = _mm256_srli_epi64(sc, 32); \
+            const __m256i of = _mm256_loadu_si256((const __m256i *)(po + g * gs + (size_t)b * 8)), ofo = _mm256_srli_epi64(of, 32); \
+            for (int q = 0; q < 4; q++) {                                                                    \
+                const __m256i s = _mm256_set1_epi32(sums[(size_t)q * kb + b]);                               \
+                tot[q][g][0] = _mm256_add_epi64(tot[q][g][0], _mm256_add_epi64(_mm256_mul_epi32(acc[q][g], sc), _mm256_mul_epi32(s, of))); \
+                tot[q][g][1] = _mm256_add_epi64(tot[q][g][1],                                                \
+                                                _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(acc[q][g], 32), sco), _mm256_mul_epi32(s, ofo))); \
+            }                                                                                                \
+        }                                                                                                    \
+    }                                                                                                        \
+    for (int q = 0; q < 4; q++)                                                                              \
+        for (int g = 0; g < 2; g++) {                                                                        \
+            int64_t e[4], o[4];                                                                              \
+            _mm256_storeu_si256((__m256i *)e, tot[q][g][0]);                                                 \
+            _mm256_storeu_si256((__m256i *)o, tot[q][g][1]);                                                 \
+            for (int t = 0; t < 4; t++) { out[q][8 * g + 2 * t] = e[t]; out[q][8 * g + 2 * t + 1] = o[t]; } \
+        }
+
+#define MADD_AVX2(acc, x, w) _mm256_add_epi32(acc, _mm256_madd_epi16(x, w))
+#define MADD_VNNI(acc, x, w) _mm256_dpwssd_epi32(acc, x, w)
+
+typedef void (*packed_4x16_fn)(const int16_t *const xs[4], const int32_t *sums, int k, int kb, int block,
+                               const int8_t *pw, const int32_t *ps, const int32_t *po, int64_t out[4][16]);
+
 __attribute__((target("avx2")))
 static void block_fc_packed_4x16(const int16_t *const xs[4], const int32_t *sums, int k, int kb, int block,
                                  const int8_t *pw, const int32_t *ps, const int32_t *po, int64_t out[4][16]) {
-    const size_t gw = (size_t)k * 8, gs = (size_t)kb * 8;
-    // Totals: [row][group][even, odd] lanes (outputs 0,2,4,6 / 1,3,5,7 of the group), int64.
-    __m256i tot[4][2][2];
-    for (int q = 0; q < 4; q++) for (int g = 0; g < 2; g++) tot[q][g][0] = tot[q][g][1] = _mm256_setzero_si256();
-    for (int b = 0; b < kb; b++) {
-        __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
-        const int8_t *w0 = pw + (size_t)b * block * 8, *w1 = w0 + gw;
-        for (int i = b * block, e = i + block; i < e; i += 2, w0 += 16, w1 += 16) {
-            __m256i v0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w0));
-            __m256i v1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w1));
-            __m256i x;
-            x = _mm256_set1_epi32(*(const int32_t *)(xs[0] + i));
-            a00 = _mm256_add_epi32(a00, _mm256_madd_epi16(x, v0)); a01 = _mm256_add_epi32(a01, _mm256_madd_epi16(x, v1));
-            x = _mm256_set1_epi32(*(const int32_t *)(xs[1] + i));
-            a10 = _mm256_add_epi32(a10, _mm256_madd_epi16(x, v0)); a11 = _mm256_add_epi32(a11, _mm256_madd_epi16(x, v1));
-            x = _mm256_set1_epi32(*(const int32_t *)(xs[2] + i));
-            a20 = _mm256_add_epi32(a20, _mm256_madd_epi16(x, v0)); a21 = _mm256_add_epi32(a21, _mm256_madd_epi16(x, v1));
-            x = _mm256_set1_epi32(*(const int32_t *)(xs[3] + i));
-            a30 = _mm256_add_epi32(a30, _mm256_madd_epi16(x, v0)); a31 = _mm256_add_epi32(a31, _mm256_madd_epi16(x, v1));
-        }
-        const __m256i acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};
-        for (int g = 0; g < 2; g++) {
-            const __m256i sc = _mm256_loadu_si256((const __m256i *)(ps + g * gs + (size_t)b * 8)), sco = _mm256_srli_epi64(sc, 32);
-            const __m256i of = _mm256_loadu_si256((const __m256i *)(po + g * gs + (size_t)b * 8)), ofo = _mm256_srli_epi64(of, 32);
-            for (int q = 0; q < 4; q++) {
-                const __m256i s = _mm256_set1_epi32(sums[(size_t)q * kb + b]);
-                tot[q][g][0] = _mm256_add_epi64(tot[q][g][0], _mm256_add_epi64(_mm256_mul_epi32(acc[q][g], sc), _mm256_mul_epi32(s, of)));
-                tot[q][g][1] = _mm256_add_epi64(tot[q][g][1],
-                                                _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(acc[q][g], 32), sco), _mm256_mul_epi32(s, ofo)));
-            }
-        }
-    }
-    for (int q = 0; q < 4; q++)
-        for (int g = 0; g < 2; g++) {
-            int64_t e[4], o[4];
-            _mm256_storeu_si256((__m256i *)e, tot[q][g][0]);
-            _mm256_storeu_si256((__m256i *)o, tot[q][g][1]);
-            for (int t = 0; t < 4; t++) { out[q][8 * g + 2 * t] = e[t]; out[q][8 * g + 2 * t + 1] = o[t]; }
-        }
+    BLOCK_FC_PACKED_4X16(MADD_AVX2)
+}
+
+__attribute__((target("avx2,avx512f,avx512vl,avx512vnni")))
+static void block_fc_packed_4x16_vnni(const int16_t *const xs[4], const int32_t *sums, int k, int kb, int block,
+                                      const int8_t *pw, const int32_t *ps, const int32_t *po, int64_t out[4][16]) {
+    BLOCK_FC_PACKED_4X16(MADD_VNNI)
 }
 
 // Each thread's packed-tile buffer, kept between calls: a fresh buffer of ~200 KiB per call is a
@@ -558,6 +595,7 @@ static int block_fc_packed(const int16_t *x, int rows, int k, const int8_t *w, i
     const int kb = k / block;
     const size_t stride = bits == 8 ? (size_t)k : (size_t)k / 2;
     const int tile = output_tile(k, 1) >= 16 ? output_tile(k, 1) & ~15 : 16;
+    const packed_4x16_fn kernel = zo_has_vnni() ? block_fc_packed_4x16_vnni : block_fc_packed_4x16;
     int8_t *pw = packed_tile_buffer((size_t)tile * k);
     int32_t *ps = malloc(sizeof(int32_t) * (size_t)tile * kb), *po = malloc(sizeof(int32_t) * (size_t)tile * kb);
     int32_t *sums = malloc(sizeof(int32_t) * 4 * (size_t)kb);
@@ -575,7 +613,7 @@ static int block_fc_packed(const int16_t *x, int rows, int k, const int8_t *w, i
             }
             for (int g = 0; g < packed / 8; g += 2) {
                 int64_t out[4][16];
-                block_fc_packed_4x16(xs, sums, k, kb, block, pw + (size_t)g * k * 8, ps + (size_t)g * kb * 8, po + (size_t)g * kb * 8, out);
+                kernel(xs, sums, k, kb, block, pw + (size_t)g * k * 8, ps + (size_t)g * kb * 8, po + (size_t)g * kb * 8, out);
                 for (int q = 0; q < rr; q++)
                     for (int c = 0; c < 16; c++) {
                         const int j = t0 + 8 * g + c;
@@ -1048,8 +1086,34 @@ static long madd_peak_avx2(long iterations) {
 }
 #endif
 
+#if defined(__x86_64__)
+// The same with vpdpwssd (multiply-add and accumulate in one instruction), for CPUs whose block
+// kernels use it.
+__attribute__((target("avx2,avx512f,avx512vl,avx512vnni")))
+static long madd_peak_vnni(long iterations) {
+    __m256i a0 = _mm256_set1_epi16(3), a1 = _mm256_set1_epi16(4), a2 = _mm256_set1_epi16(5), a3 = _mm256_set1_epi16(6);
+    __m256i b = _mm256_set1_epi16(7);
+    __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0, c8 = c0, c9 = c0;
+    for (long i = 0; i < iterations; i++) {
+        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(b));
+        c0 = _mm256_dpwssd_epi32(c0, a0, b); c1 = _mm256_dpwssd_epi32(c1, a1, b);
+        c2 = _mm256_dpwssd_epi32(c2, a2, b); c3 = _mm256_dpwssd_epi32(c3, a3, b);
+        c4 = _mm256_dpwssd_epi32(c4, a0, a1); c5 = _mm256_dpwssd_epi32(c5, a0, a2);
+        c6 = _mm256_dpwssd_epi32(c6, a0, a3); c7 = _mm256_dpwssd_epi32(c7, a1, a2);
+        c8 = _mm256_dpwssd_epi32(c8, a1, a3); c9 = _mm256_dpwssd_epi32(c9, a2, a3);
+    }
+    __m256i t = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(c0, c1), _mm256_add_epi32(c2, c3)),
+                                 _mm256_add_epi32(_mm256_add_epi32(c4, c5), _mm256_add_epi32(c6, c7)));
+    t = _mm256_add_epi32(t, _mm256_add_epi32(c8, c9));
+    volatile int sink = _mm256_extract_epi32(t, 0);
+    (void)sink;
+    return iterations * 10 * 16;
+}
+#endif
+
 long zo_madd_peak(long iterations) {
 #if defined(__x86_64__)
+    if (zo_has_vnni()) return madd_peak_vnni(iterations);
     if (zo_has_avx2()) return madd_peak_avx2(iterations);
 #endif
     (void)iterations;

@@ -337,7 +337,7 @@ struct Decode: ParsableCommand {
 
 struct Kernels: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "The integer matmul kernels at the shapes of a ZO step graph: GMAC/s per shape next to the machine's int16 multiply-add peak (a tight vpmaddwd loop measured here), on the threads the runtime uses.")
+        abstract: "The integer matmul kernels at the shapes of a ZO step graph: GMAC/s per shape next to the machine's int16 multiply-add peak (a tight loop of the multiply-add the kernels use, vpmaddwd + vpaddd or AVX-512 VNNI's vpdpwssd, measured here; ZO_VNNI=0 for the AVX2 kernels), on the threads the runtime uses.")
     @Option(help: "The model (GGUF).") var model: String = DefaultModel.path
     @Option(help: "Edit requests (JSON).") var edits: String = "../shared/data/knowedit_zsre/ZsRE-test-all.json"
     @Option(help: "Record whose step graph gives the shapes.") var record: Int = 0
@@ -352,7 +352,8 @@ struct Kernels: ParsableCommand {
         // 50 GMAC/s a thread where later ones gave 80, and flattered the shares.
         func peak(_ threads: Int) -> Double? { (0..<3).compactMap { _ in MultiplyAddPeak.measure(threads: threads) }.max() }
         guard let p1 = peak(1), var pN = peak(Threads.count) else { throw ValidationError("no AVX2: the peak loop does not run here") }
-        print(String(format: "int16 multiply-add peak (vpmaddwd loop, best of 3): %.1f GMAC/s on 1 thread, %.1f GMAC/s on %d", p1 / 1e9, pN / 1e9, Threads.count))
+        print(String(format: "int16 multiply-add peak (%@ loop, best of 3): %.1f GMAC/s on 1 thread, %.1f GMAC/s on %d",
+                     MultiplyAdd.instruction, p1 / 1e9, pN / 1e9, Threads.count))
         // The shapes of the step graph's matmuls, with how often each occurs.
         let lm = try LanguageModel(path: model, precision: .int, weightForm: weights)
         var settings = EditSettings()

@@ -63,11 +63,19 @@ void zo_strided_copy(const void *src, void *dst, int elem, int rank, const long 
 typedef void (*zo_task_fn)(void *ctx, int part);
 void zo_parallel_for(int parts, int threads, zo_task_fn fn, void *ctx);
 
-/// A tight loop of int16 multiply-adds (vpmaddwd) on registers, for the benchmark's peak; returns
-/// how many multiply-adds it did (0 without AVX2).
+/// A tight loop of int16 multiply-adds on registers (vpdpwssd when zo_has_vnni, else vpmaddwd +
+/// vpaddd), for the benchmark's peak; returns how many multiply-adds it did (0 without AVX2).
 long zo_madd_peak(long iterations);
 
 /// 1 when the AVX2 path is in use.
 int zo_has_avx2(void);
+
+/// 1 when the block kernels (and the peak loop) multiply-add with AVX-512 VNNI's vpdpwssd on
+/// 256-bit registers (the CPU has avx512vnni and avx512vl, and ZO_VNNI is not 0).
+int zo_has_vnni(void);
+
+/// Turns the VNNI path on (where the CPU has it) or off, for tests and benchmarks of both paths;
+/// returns zo_has_vnni(). Not while kernels run.
+int zo_use_vnni(int enabled);
 
 #endif
