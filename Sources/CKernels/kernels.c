@@ -1064,51 +1064,30 @@ void zo_matmul_i16(const int16_t *a, const int16_t *b, int batches, int m, int k
 // and more chains would spill to the stack); the empty asm makes the compiler treat the inputs as
 // changed each iteration, so nothing is hoisted.
 #if defined(__x86_64__)
-__attribute__((target("avx2")))
-static long madd_peak_avx2(long iterations) {
-    __m256i a0 = _mm256_set1_epi16(3), a1 = _mm256_set1_epi16(4), a2 = _mm256_set1_epi16(5), a3 = _mm256_set1_epi16(6);
-    __m256i b = _mm256_set1_epi16(7);
-    __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0, c8 = c0, c9 = c0;
-    for (long i = 0; i < iterations; i++) {
-        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(b));
-        c0 = _mm256_add_epi32(c0, _mm256_madd_epi16(a0, b)); c1 = _mm256_add_epi32(c1, _mm256_madd_epi16(a1, b));
-        c2 = _mm256_add_epi32(c2, _mm256_madd_epi16(a2, b)); c3 = _mm256_add_epi32(c3, _mm256_madd_epi16(a3, b));
-        c4 = _mm256_add_epi32(c4, _mm256_madd_epi16(a0, a1)); c5 = _mm256_add_epi32(c5, _mm256_madd_epi16(a0, a2));
-        c6 = _mm256_add_epi32(c6, _mm256_madd_epi16(a0, a3)); c7 = _mm256_add_epi32(c7, _mm256_madd_epi16(a1, a2));
-        c8 = _mm256_add_epi32(c8, _mm256_madd_epi16(a1, a3)); c9 = _mm256_add_epi32(c9, _mm256_madd_epi16(a2, a3));
-    }
-    __m256i t = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(c0, c1), _mm256_add_epi32(c2, c3)),
-                                 _mm256_add_epi32(_mm256_add_epi32(c4, c5), _mm256_add_epi32(c6, c7)));
-    t = _mm256_add_epi32(t, _mm256_add_epi32(c8, c9));
-    volatile int sink = _mm256_extract_epi32(t, 0);
-    (void)sink;
+#define MADD_PEAK_LOOP(MADD)                                                                                   \
+    __m256i a0 = _mm256_set1_epi16(3), a1 = _mm256_set1_epi16(4), a2 = _mm256_set1_epi16(5), a3 = _mm256_set1_epi16(6); \
+    __m256i b = _mm256_set1_epi16(7);                                                                          \
+    __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0, c8 = c0, c9 = c0; \
+    for (long i = 0; i < iterations; i++) {                                                                    \
+        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(b));                               \
+        c0 = MADD(c0, a0, b); c1 = MADD(c1, a1, b); c2 = MADD(c2, a2, b); c3 = MADD(c3, a3, b);                \
+        c4 = MADD(c4, a0, a1); c5 = MADD(c5, a0, a2); c6 = MADD(c6, a0, a3); c7 = MADD(c7, a1, a2);            \
+        c8 = MADD(c8, a1, a3); c9 = MADD(c9, a2, a3);                                                          \
+    }                                                                                                          \
+    __m256i t = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(c0, c1), _mm256_add_epi32(c2, c3)),         \
+                                 _mm256_add_epi32(_mm256_add_epi32(c4, c5), _mm256_add_epi32(c6, c7)));        \
+    t = _mm256_add_epi32(t, _mm256_add_epi32(c8, c9));                                                         \
+    volatile int sink = _mm256_extract_epi32(t, 0);                                                            \
+    (void)sink;                                                                                                \
     return iterations * 10 * 16;
-}
-#endif
 
-#if defined(__x86_64__)
-// The same with vpdpwssd (multiply-add and accumulate in one instruction), for CPUs whose block
+__attribute__((target("avx2")))
+static long madd_peak_avx2(long iterations) { MADD_PEAK_LOOP(MADD_AVX2) }
+
+// The same with vpdpwssd (multiply-add and accumulate in one instruction), where the block
 // kernels use it.
 __attribute__((target("avx2,avx512f,avx512vl,avx512vnni")))
-static long madd_peak_vnni(long iterations) {
-    __m256i a0 = _mm256_set1_epi16(3), a1 = _mm256_set1_epi16(4), a2 = _mm256_set1_epi16(5), a3 = _mm256_set1_epi16(6);
-    __m256i b = _mm256_set1_epi16(7);
-    __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0, c8 = c0, c9 = c0;
-    for (long i = 0; i < iterations; i++) {
-        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(b));
-        c0 = _mm256_dpwssd_epi32(c0, a0, b); c1 = _mm256_dpwssd_epi32(c1, a1, b);
-        c2 = _mm256_dpwssd_epi32(c2, a2, b); c3 = _mm256_dpwssd_epi32(c3, a3, b);
-        c4 = _mm256_dpwssd_epi32(c4, a0, a1); c5 = _mm256_dpwssd_epi32(c5, a0, a2);
-        c6 = _mm256_dpwssd_epi32(c6, a0, a3); c7 = _mm256_dpwssd_epi32(c7, a1, a2);
-        c8 = _mm256_dpwssd_epi32(c8, a1, a3); c9 = _mm256_dpwssd_epi32(c9, a2, a3);
-    }
-    __m256i t = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(c0, c1), _mm256_add_epi32(c2, c3)),
-                                 _mm256_add_epi32(_mm256_add_epi32(c4, c5), _mm256_add_epi32(c6, c7)));
-    t = _mm256_add_epi32(t, _mm256_add_epi32(c8, c9));
-    volatile int sink = _mm256_extract_epi32(t, 0);
-    (void)sink;
-    return iterations * 10 * 16;
-}
+static long madd_peak_vnni(long iterations) { MADD_PEAK_LOOP(MADD_VNNI) }
 #endif
 
 long zo_madd_peak(long iterations) {
