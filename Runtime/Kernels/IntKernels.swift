@@ -309,22 +309,31 @@ enum IntKernels {
         }
     }
 
-    /// The maximum of each row of i16 or i32 data (nil for other types): the last-axis reduce_max,
-    /// without widening every element to Int64 first (the loss head reduces 49,152-wide rows).
+    /// The maximum of each row of i16, i32 or i64 data (nil for other types): the last-axis
+    /// reduce_max, without widening every element to Int64 first (the loss head reduces 49,152-wide
+    /// rows), rows split between the cores when there are many elements.
     static func maxOfRows(_ d: TensorData, rowLength n: Int) -> TensorData? {
         func rows<T: FixedWidthInteger>(_ a: [T]) -> [T] {
             guard n > 0 else { return [] }
-            return a.withUnsafeBufferPointer { p in
-                (0..<(a.count / n)).map { r in
-                    var m = T.min
-                    for v in p[(r * n)..<((r + 1) * n)] { m = Swift.max(m, v) }
-                    return m
+            let rowCount = a.count / n
+            let parts = a.count >= 1 << 16 && rowCount >= 2 ? min(Threads.count, rowCount) : 1
+            return [T](unsafeUninitializedCapacity: rowCount) { out, done in
+                a.withUnsafeBufferPointer { p in
+                    Threads.run(parts) { part in
+                        for r in (rowCount * part / parts)..<(rowCount * (part + 1) / parts) {
+                            var m = T.min
+                            for v in p[(r * n)..<((r + 1) * n)] { m = Swift.max(m, v) }
+                            out[r] = m
+                        }
+                    }
                 }
+                done = rowCount
             }
         }
         switch d {
         case let .i16(a): return .i16(rows(a))
         case let .i32(a): return .i32(rows(a))
+        case let .i64(a): return .i64(rows(a))
         default: return nil
         }
     }

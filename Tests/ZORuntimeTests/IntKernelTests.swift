@@ -89,6 +89,11 @@ final class IntKernelTests: XCTestCase {
             }
         }
         XCTAssertEqual(ints(try run(.reduceSum, [(TensorType(.i64, [4, 20_000]), .i64(long))], ["axis": .int(1)])), want)
+        let maxes = (0..<4).map { r in long[(r * 20_000)..<((r + 1) * 20_000)].max()! }
+        XCTAssertEqual(ints(try run(.reduceMax, [(TensorType(.i64, [4, 20_000]), .i64(long))], ["axis": .int(1)])), maxes)
+        let long32 = long.map { Int32(truncatingIfNeeded: $0) }
+        XCTAssertEqual(ints(try run(.reduceMax, [(TensorType(.i32, [4, 20_000]), .i32(long32))], ["axis": .int(-1)])),
+                       (0..<4).map { r in Int64(long32[(r * 20_000)..<((r + 1) * 20_000)].max()!) })
     }
 
     func testFullyConnectedIsExact() throws {
