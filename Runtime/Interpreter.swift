@@ -130,8 +130,7 @@ public final class Interpreter {
             let id = n + i, c = last[id]
             guard uses[id] == 1, !isResult[id], c > i, f.ops[c].kind == .reduceSum, f.ops[c].type.dtype == .i64,
                   op.operands.allSatisfy({ f.type(of: $0).shape == op.type.shape }),
-                  let axis = f.ops[c].attributes["axis"].flatMap({ a -> Int? in if case let .int(v) = a { return v } else { return nil } }),
-                  axis == -1 || axis == op.type.rank - 1 else { continue }
+                  let axis = try? AttrReader(f.ops[c].attributes).int("axis"), axis == -1 || axis == op.type.rank - 1 else { continue }
             summed[i] = c
         }
         let p = Plan(function: f, lastUse: last, isResult: isResult, fusedRescale: fused, fusedRowSum: summed)
@@ -220,7 +219,7 @@ public final class Interpreter {
 
     /// An integer fully_connected or add/sub/mul and the rescale that is its only use, as one
     /// kernel. (The rescale's multipliers and shifts are constants: the plan checked it.)
-    func rescaled(_ fc: Op, _ rescale: Op, in f: Function, _ x: [TensorData], _ t: [TensorType]) throws -> TensorData {
+    func rescaled(_ op: Op, _ rescale: Op, in f: Function, _ x: [TensorData], _ t: [TensorType]) throws -> TensorData {
         func constantOperand(_ i: Int) throws -> [Int] {
             guard case let .symbol(name)? = f.op(defining: rescale.operands[i])?.attributes["name"] else { throw KernelError("rescale operand \(i) is not a constant") }
             return IntKernels.widen(try constant(name)).map(Int.init)
@@ -228,17 +227,17 @@ public final class Interpreter {
         let at = AttrReader(rescale.attributes)
         let (m, sh) = rescale.operands.count == 3 ? (try constantOperand(1), try constantOperand(2)) : ([try at.int("multiplier")], [try at.int("shift")])
         guard sh.allSatisfy({ (0...62).contains($0) }) else { throw KernelError("rescale shifts must lie in 0...62") }
-        if [.add, .sub, .mul].contains(fc.kind) {
-            guard m.count == 1 || m.count == fc.type.shape.last, m.count == sh.count else {
-                throw KernelError("rescale has \(m.count) multipliers for a last axis of \(fc.type.shape.last ?? 1)")
+        if [.add, .sub, .mul].contains(op.kind) {
+            guard m.count == 1 || m.count == op.type.shape.last, m.count == sh.count else {
+                throw KernelError("rescale has \(m.count) multipliers for a last axis of \(op.type.shape.last ?? 1)")
             }
-            return IntKernels.binaryRescaled(fc.kind, x[0], t[0].shape, x[1], t[1].shape, outShape: fc.type.shape,
-                                             multipliers: m, shifts: sh, out: rescale.type.dtype)
+            return IntKernels.binary(op.kind, x[0], t[0].shape, x[1], t[1].shape, out: TensorType(rescale.type.dtype, op.type.shape),
+                                     rescale: (m, sh))
         }
         let k = t[1].shape[1], n = t[1].shape[0]
         let input = try IntKernels.int16s(x[0])
-        if fc.kind == .blockFullyConnected {
-            let fa = AttrReader(fc.attributes), k = t[0].shape.last!
+        if op.kind == .blockFullyConnected {
+            let fa = AttrReader(op.attributes), k = t[0].shape.last!
             return try IntKernels.withInt8s(x[1]) {
                 try IntKernels.blockFullyConnected(input, rows: t[0].elementCount / k, k: k, $0, bits: fa.int("bits", default: 8),
                                                    scale: try IntKernels.int16s(x[2]), offset: try IntKernels.int16s(x[3]), block: try fa.int("block"), n: n,

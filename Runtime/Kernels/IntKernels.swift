@@ -162,41 +162,18 @@ enum IntKernels {
     }
 
     /// add/sub/mul with numpy broadcasting, exact in Int64 (saturating there), then saturated to
-    /// the result type (CKernels; each operand read in its own width). Large results are split
-    /// between the cores along their outermost axis.
-    static func binary(_ kind: OpKind, _ a: TensorData, _ ashape: [Int], _ b: TensorData, _ bshape: [Int], out: TensorType) -> TensorData {
+    /// the result type (CKernels; each operand read in its own width). With `rescale` (an i64 op's
+    /// only use: per tensor, or per index of the last axis), each result is rescaled into `out` as
+    /// it is made: the integers of the op then `rescale`, without the i64 tensor. Large results are
+    /// split between the cores along their outermost axis.
+    static func binary(_ kind: OpKind, _ a: TensorData, _ ashape: [Int], _ b: TensorData, _ bshape: [Int], out: TensorType,
+                       rescale: (multipliers: [Int], shifts: [Int])? = nil) -> TensorData {
         let op: Int32 = kind == .add ? 0 : kind == .sub ? 1 : 2
         let (shape, sa, sb) = Broadcast.layout(ashape, bshape, out: out.shape)
         let count = out.elementCount
         let outBits = out.dtype == .f32 ? 64 : out.dtype.byteSize * 8
-        func run(_ ap: UnsafeRawPointer, _ abits: Int, _ bp: UnsafeRawPointer, _ bbits: Int, _ y: UnsafeMutableRawPointer) {
-            let parts = count >= 1 << 16 && shape[0] >= 2 ? min(Threads.count, shape[0]) : 1
-            let inner = count / shape[0]
-            func part(_ p: Int) {
-                let r0 = shape[0] * p / parts, r1 = shape[0] * (p + 1) / parts
-                var sh = shape
-                sh[0] = r1 - r0
-                guard sh[0] > 0 else { return }
-                zo_binary(op, ap + r0 * sa[0] * abits / 8, Int32(abits), bp + r0 * sb[0] * bbits / 8, Int32(bbits), Int32(sh.count),
-                          sh, sa, sb, Int32(outBits), y + r0 * inner * outBits / 8)
-            }
-            Threads.run(parts, part)
-        }
+        let m = (rescale?.multipliers ?? []).map { Int64($0) }, s = (rescale?.shifts ?? []).map { Int32($0) }
         return makeInteger(out.dtype, count: count) { y in
-            withIntegerBytes(a) { ap, abits in withIntegerBytes(b) { bp, bbits in run(ap, abits, bp, bbits, y) } }
-        }
-    }
-
-    /// An i64 add/sub/mul and the rescale (per tensor, or per index of the last axis) that is its
-    /// only use, in one pass: the integers of `binary` then `rescale`, without the i64 tensor.
-    static func binaryRescaled(_ kind: OpKind, _ a: TensorData, _ ashape: [Int], _ b: TensorData, _ bshape: [Int], outShape: [Int],
-                               multipliers: [Int], shifts: [Int], out: DType) -> TensorData {
-        let op: Int32 = kind == .add ? 0 : kind == .sub ? 1 : 2
-        let (shape, sa, sb) = Broadcast.layout(ashape, bshape, out: outShape)
-        let count = outShape.reduce(1, *)
-        let m = multipliers.map(Int64.init), s = shifts.map(Int32.init), width = m.count
-        let outBits = out.byteSize * 8
-        return makeInteger(out, count: count) { y in
             withIntegerBytes(a) { ap, abits in
                 withIntegerBytes(b) { bp, bbits in
                     let parts = count >= 1 << 16 && shape[0] >= 2 ? min(Threads.count, shape[0]) : 1
@@ -206,8 +183,13 @@ enum IntKernels {
                         var sh = shape
                         sh[0] = r1 - r0
                         guard sh[0] > 0 else { return }
-                        zo_binary_rescale(op, ap + r0 * sa[0] * abits / 8, Int32(abits), bp + r0 * sb[0] * bbits / 8, Int32(bbits), Int32(sh.count),
-                                          sh, sa, sb, m, s, width, r0 * inner, Int32(outBits), y + r0 * inner * outBits / 8)
+                        let (x, z, first) = (ap + r0 * sa[0] * abits / 8, bp + r0 * sb[0] * bbits / 8, r0 * inner)
+                        if rescale == nil {
+                            zo_binary(op, x, Int32(abits), z, Int32(bbits), Int32(sh.count), sh, sa, sb, Int32(outBits), y + first * outBits / 8)
+                        } else {
+                            zo_binary_rescale(op, x, Int32(abits), z, Int32(bbits), Int32(sh.count), sh, sa, sb, m, s, m.count, first,
+                                              Int32(outBits), y + first * outBits / 8)
+                        }
                     }
                 }
             }
@@ -314,20 +296,10 @@ enum IntKernels {
     /// rows), rows split between the cores when there are many elements.
     static func maxOfRows(_ d: TensorData, rowLength n: Int) -> TensorData? {
         func rows<T: FixedWidthInteger>(_ a: [T]) -> [T] {
-            guard n > 0 else { return [] }
-            let rowCount = a.count / n
-            let parts = a.count >= 1 << 16 && rowCount >= 2 ? min(Threads.count, rowCount) : 1
-            return [T](unsafeUninitializedCapacity: rowCount) { out, done in
-                a.withUnsafeBufferPointer { p in
-                    Threads.run(parts) { part in
-                        for r in (rowCount * part / parts)..<(rowCount * (part + 1) / parts) {
-                            var m = T.min
-                            for v in p[(r * n)..<((r + 1) * n)] { m = Swift.max(m, v) }
-                            out[r] = m
-                        }
-                    }
-                }
-                done = rowCount
+            eachRow(a, length: n) { row in
+                var m = T.min
+                for v in row { m = Swift.max(m, v) }
+                return m
             }
         }
         switch d {
@@ -339,35 +311,32 @@ enum IntKernels {
     }
 
     /// The exact sum of each row of i16, i32 or i64 data (nil for other types): rows of i16 or i32
-    /// of fewer than 2^32 elements cannot leave Int64, so only i64 rows check for saturation.
+    /// of fewer than 2^32 elements cannot leave Int64, so only i64 rows saturate (as `reduceSum`,
+    /// at each addition: the norms' sums of i64 squares).
     static func sumOfRows(_ d: TensorData, rowLength n: Int) -> [Int64]? {
-        func rows<T: FixedWidthInteger>(_ a: [T]) -> [Int64] {
-            guard n > 0 else { return [] }
-            return a.withUnsafeBufferPointer { p in
-                (0..<(a.count / n)).map { r in p[(r * n)..<((r + 1) * n)].reduce(Int64(0)) { $0 + Int64($1) } }
-            }
-        }
         switch d {
-        case let .i16(a): return rows(a)
-        case let .i32(a): return rows(a)
-        case let .i64(a):
-            // Saturating at each addition, as `reduceSum` (the norms' sums of i64 squares). When
-            // every |v| < 2^b and n < 2^(63 − b), no partial sum can leave Int64 and the plain
-            // (vectorized) sum is that; rows are split between the cores (the loss head's 49,152-wide rows).
-            guard n > 0 else { return [] }
-            let rowCount = a.count / n
-            let parts = a.count >= 1 << 16 && rowCount >= 2 ? min(Threads.count, rowCount) : 1
-            return [Int64](unsafeUninitializedCapacity: rowCount) { out, done in
-                a.withUnsafeBufferPointer { p in
-                    Threads.run(parts) { part in
-                        for r in (rowCount * part / parts)..<(rowCount * (part + 1) / parts) {
-                            out[r] = saturatingSum(UnsafeBufferPointer(rebasing: p[(r * n)..<((r + 1) * n)]))
-                        }
+        case let .i16(a): return eachRow(a, length: n) { $0.reduce(Int64(0)) { $0 + Int64($1) } }
+        case let .i32(a): return eachRow(a, length: n) { $0.reduce(Int64(0)) { $0 + Int64($1) } }
+        case let .i64(a): return eachRow(a, length: n, saturatingSum)
+        default: return nil
+        }
+    }
+
+    /// f of each row of `n` elements of a; rows are split between the cores when there are many
+    /// elements (the loss head's rows are 49,152 wide).
+    static func eachRow<T, R>(_ a: [T], length n: Int, _ f: (UnsafeBufferPointer<T>) -> R) -> [R] {
+        guard n > 0 else { return [] }
+        let rowCount = a.count / n
+        let parts = a.count >= 1 << 16 && rowCount >= 2 ? min(Threads.count, rowCount) : 1
+        return [R](unsafeUninitializedCapacity: rowCount) { out, done in
+            a.withUnsafeBufferPointer { p in
+                Threads.run(parts) { part in
+                    for r in (rowCount * part / parts)..<(rowCount * (part + 1) / parts) {
+                        (out.baseAddress! + r).initialize(to: f(UnsafeBufferPointer(rebasing: p[(r * n)..<((r + 1) * n)])))
                     }
                 }
-                done = rowCount
             }
-        default: return nil
+            done = rowCount
         }
     }
 
