@@ -38,6 +38,7 @@ public enum IRPrinter {
         case let .i8(a): return "[" + a.map { String($0) }.joined(separator: ", ") + "]"
         case let .i8View(v): return "[" + v.buffer.map { String($0) }.joined(separator: ", ") + "]"
         case let .i16(a): return "[" + a.map { String($0) }.joined(separator: ", ") + "]"
+        case let .i16View(v): return "[" + v.buffer.map { String($0) }.joined(separator: ", ") + "]"
         case let .i32(a): return "[" + a.map { String($0) }.joined(separator: ", ") + "]"
         case let .i64(a): return "[" + a.map { String($0) }.joined(separator: ", ") + "]"
         }

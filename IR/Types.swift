@@ -99,12 +99,14 @@ public enum TensorData: Sendable, Equatable {
     case i64([Int64])
     /// i8 data used in place from memory the tensor does not own (a mapped artifact's weights).
     case i8View(Int8View)
+    /// i16 data used in place likewise (a mapped artifact's block scales and offsets).
+    case i16View(Int16View)
 
     public var dtype: DType {
         switch self {
         case .f32: return .f32
         case .i8, .i8View: return .i8
-        case .i16: return .i16
+        case .i16, .i16View: return .i16
         case .i32: return .i32
         case .i64: return .i64
         }
@@ -116,6 +118,7 @@ public enum TensorData: Sendable, Equatable {
         case let .i8(a): return a.map(Int64.init)
         case let .i8View(v): return v.buffer.map(Int64.init)
         case let .i16(a): return a.map(Int64.init)
+        case let .i16View(v): return v.buffer.map(Int64.init)
         case let .i32(a): return a.map(Int64.init)
         case let .i64(a): return a
         case let .f32(a): return a.map { Int64($0) }
@@ -128,6 +131,7 @@ public enum TensorData: Sendable, Equatable {
         case let .i8(a): return a.count
         case let .i8View(v): return v.count
         case let .i16(a): return a.count
+        case let .i16View(v): return v.count
         case let .i32(a): return a.count
         case let .i64(a): return a.count
         }
@@ -137,8 +141,11 @@ public enum TensorData: Sendable, Equatable {
 extension TensorData {
     /// The same data with views copied into owned arrays (for the few kernels that want arrays).
     public var owned: TensorData {
-        if case let .i8View(v) = self { return .i8(Array(v.buffer)) }
-        return self
+        switch self {
+        case let .i8View(v): return .i8(Array(v.buffer))
+        case let .i16View(v): return .i16(Array(v.buffer))
+        default: return self
+        }
     }
 
     /// i8 elements in place, without copying a view.
@@ -149,15 +156,27 @@ extension TensorData {
         default: return nil
         }
     }
+
+    /// i16 elements in place, without copying a view.
+    public func withInt16s<R>(_ body: (UnsafeBufferPointer<Int16>) throws -> R) rethrows -> R? {
+        switch self {
+        case let .i16(a): return try a.withUnsafeBufferPointer(body)
+        case let .i16View(v): return try body(v.buffer)
+        default: return nil
+        }
+    }
 }
 
-/// i8 elements in memory kept alive by `owner` (e.g. a memory-mapped file).
-public struct Int8View: @unchecked Sendable, Equatable {
-    public let buffer: UnsafeBufferPointer<Int8>
+/// Integer elements in memory kept alive by `owner` (e.g. a memory-mapped file), in host order.
+public struct MappedView<Element: FixedWidthInteger>: @unchecked Sendable, Equatable {
+    public let buffer: UnsafeBufferPointer<Element>
     public let owner: AnyObject
     public var count: Int { buffer.count }
 
-    public init(_ buffer: UnsafeBufferPointer<Int8>, owner: AnyObject) { self.buffer = buffer; self.owner = owner }
+    public init(_ buffer: UnsafeBufferPointer<Element>, owner: AnyObject) { self.buffer = buffer; self.owner = owner }
 
-    public static func == (a: Int8View, b: Int8View) -> Bool { a.buffer.elementsEqual(b.buffer) }
+    public static func == (a: MappedView, b: MappedView) -> Bool { a.buffer.elementsEqual(b.buffer) }
 }
+
+public typealias Int8View = MappedView<Int8>
+public typealias Int16View = MappedView<Int16>

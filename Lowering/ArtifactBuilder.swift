@@ -76,6 +76,7 @@ public enum ArtifactBuilder {
         case let .i8(a): return bytes(a)
         case let .i8View(v): return Array(UnsafeRawBufferPointer(v.buffer))
         case let .i16(a): return bytes(a)
+        case let .i16View(v): return Array(UnsafeRawBufferPointer(v.buffer))
         case let .i32(a): return bytes(a)
         case let .i64(a): return bytes(a)
         }

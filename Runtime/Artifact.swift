@@ -4,7 +4,8 @@ import ZOModelIO
 
 /// A .zo artifact mapped into memory and validated: header, manifest, every descriptor, the
 /// segments' checksums (unless skipped) and the IR verifier. Module constants are bound to their
-/// segments: int8 weights are used in place from the mapping; the small rest is copied on first use.
+/// segments: int8 weights and int16 block scales are used in place from the mapping; the small rest
+/// is copied on first use.
 public final class Artifact {
     public let path: String
     /// The whole file, and what keeps it mapped.
@@ -51,23 +52,24 @@ public final class Artifact {
         UnsafeRawBufferPointer(rebasing: bytes[(dataStart + t.offset)..<(dataStart + t.offset + t.length)])
     }
 
-    /// i8 data as a view of the mapping; other dtypes copied (small ones now, so they print inline).
+    /// i8 and i16 data (weights, block scales) as views of the mapping (the format is aligned and
+    /// little-endian, as the host); other dtypes copied (small ones now, so they print inline).
     static func constant(_ t: TensorDescriptor, bytes: UnsafeRawBufferPointer, at dataStart: Int, owner: AnyObject) -> ConstantSource {
         let raw = UnsafeRawBufferPointer(rebasing: bytes[(dataStart + t.offset)..<(dataStart + t.offset + t.length)])
         let n = t.type.elementCount
         func copy<T: FixedWidthInteger>(_: T.Type) -> [T] { (0..<n).map { T(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * T.bitWidth / 8, as: T.self)) } }
         let read: () -> TensorData = {
             // A copy leaves the mapping's pages resident for nothing: they go once copied.
-            defer { if t.type.dtype != .i8 { (owner as? MappedFile)?.releasePages(of: raw) } }
+            defer { if ![.i8, .i16].contains(t.type.dtype) { (owner as? MappedFile)?.releasePages(of: raw) } }
             switch t.type.dtype {
             case .f32: return .f32(copy(UInt32.self).map(Float.init(bitPattern:)))
             case .i8: return .i8View(Int8View(raw.bindMemory(to: Int8.self), owner: owner))
-            case .i16: return .i16(copy(Int16.self))
+            case .i16: return .i16View(Int16View(raw.bindMemory(to: Int16.self), owner: owner))
             case .i32: return .i32(copy(Int32.self))
             case .i64: return .i64(copy(Int64.self))
             }
         }
-        return t.type.dtype == .i8 || n <= IRPrinter.inlineLimit ? .data(read()) : .lazy { read() }
+        return [.i8, .i16].contains(t.type.dtype) || n <= IRPrinter.inlineLimit ? .data(read()) : .lazy { read() }
     }
 
     /// The source model's hyper-parameters.

@@ -80,18 +80,23 @@ public final class Interpreter {
     /// Forgets a replaced constant's data: it materializes from its source again on next use.
     public func forgetConstant(_ name: String) { constants[name] = nil }
 
-    /// Drops from resident memory the pages of the int8 weights used in place from a file mapping
-    /// that only `function` names (they are re-read from the file if it runs again): an edit's
-    /// prefix function runs once per check, its first layers' weights need not stay resident.
-    public func releaseWeightPages(onlyIn function: String) {
-        var mine = Set<String>(), others = Set<String>()
+    /// Drops from resident memory the pages of the weights (int8, and their int16 block scales)
+    /// used in place from a file mapping that none of `functions` names (they are re-read from the
+    /// file if another function runs again): an edit's prefix and refresh functions run all layers,
+    /// its step loop the later ones only; the first layers' weights need not stay resident.
+    public func releaseWeightPages(except functions: Set<String>) {
+        var kept = Set<String>(), all = Set<String>()
         for f in module.functions {
             for op in f.ops where op.kind == .constant {
-                if case let .symbol(n)? = op.attributes["name"] { if f.name == function { mine.insert(n) } else { others.insert(n) } }
+                if case let .symbol(n)? = op.attributes["name"] { if functions.contains(f.name) { kept.insert(n) } else { all.insert(n) } }
             }
         }
-        for n in mine.subtracting(others) {
-            if case let .i8View(v)? = constants[n], let file = v.owner as? MappedFile { file.releasePages(of: UnsafeRawBufferPointer(v.buffer)) }
+        for n in all.subtracting(kept) {
+            switch constants[n] {
+            case let .i8View(v)?: (v.owner as? MappedFile)?.releasePages(of: UnsafeRawBufferPointer(v.buffer))
+            case let .i16View(v)?: (v.owner as? MappedFile)?.releasePages(of: UnsafeRawBufferPointer(v.buffer))
+            default: break
+            }
         }
     }
 
@@ -240,7 +245,7 @@ public final class Interpreter {
             let fa = AttrReader(op.attributes), k = t[0].shape.last!
             return try IntKernels.withInt8s(x[1]) {
                 try IntKernels.blockFullyConnected(input, rows: t[0].elementCount / k, k: k, $0, bits: fa.int("bits", default: 8),
-                                                   scale: try IntKernels.int16s(x[2]), offset: try IntKernels.int16s(x[3]), block: try fa.int("block"), n: n,
+                                                   scale: x[2], offset: x[3], block: try fa.int("block"), n: n,
                                                    multipliers: m, shifts: sh, out: rescale.type.dtype)
             }
         }
@@ -269,8 +274,8 @@ public final class Interpreter {
             let k = t[0].shape.last!, n = t[1].shape[0]
             let input = try IntKernels.int16s(x[0])
             return try IntKernels.withInt8s(x[1]) {
-                try IntKernels.blockFullyConnected(input, rows: t[0].elementCount / k, k: k, $0, bits: at.int("bits", default: 8), scale: try IntKernels.int16s(x[2]),
-                                                   offset: try IntKernels.int16s(x[3]), block: try at.int("block"), n: n)
+                try IntKernels.blockFullyConnected(input, rows: t[0].elementCount / k, k: k, $0, bits: at.int("bits", default: 8), scale: x[2],
+                                                   offset: x[3], block: try at.int("block"), n: n)
             }
         case .matmul:
             let tb = at.bool("transpose_b", default: false)

@@ -145,10 +145,10 @@ public struct PrefixRun {
         }
     }
 
-    /// The inputs a step function of `copies` copies reads from this run: layer L's suffix rows
-    /// ("attn_residual", "ffn_out") and the later layers' keys and values of the rows before the
-    /// subject ("k_cache.l", "v_cache.l"), the same in every copy.
-    func stepInputs(layer L: Int, copies: Int) throws -> [String: TensorData] {
+    /// The inputs a step function reads from this run, for one copy (the same in every copy):
+    /// layer L's suffix rows ("attn_residual", "ffn_out") and the later layers' keys and values of
+    /// the rows before the subject ("k_cache.l", "v_cache.l").
+    func stepInputs(layer L: Int) throws -> [String: TensorData] {
         let P = layout.sequences.count, C = layout.cacheLength, T = layout.suffixLength
         let D = config.hidden, kvh = config.kvHeads, hd = config.headDim
         var fixed: [String: TensorData] = [:]
@@ -162,7 +162,7 @@ public struct PrefixRun {
                 fixed[param] = a.rows(blocks: P * kvh, of: C + T, taking: 0..<C, width: hd)
             }
         }
-        return fixed.mapValues { $0.repeated(copies) }
+        return fixed
     }
 }
 
@@ -184,7 +184,7 @@ public final class EditRunner {
     }
 
     func prefixRun() throws -> PrefixRun {
-        defer { interpreter.releaseWeightPages(onlyIn: program.prefix) }
+        defer { interpreter.releaseWeightPages(except: [program.step, program.probe]) }
         return try PrefixRun(interpreter, program, config: config, embed: embed, padID: padID)
     }
 
@@ -207,7 +207,7 @@ public final class EditRunner {
         func bound(_ name: String) throws -> EditGraph {
             let g = try EditGraph(interpreter: interpreter, name: name, layout: layout, hidden: D, fixed: [:])
             let weights = settings.injection == .update ? try base.keyResponse(key, first: layout.cacheLength, rows: g.rows) : nil
-            return try g.binding(base.stepInputs(layer: L, copies: g.copies), rowWeights: weights)
+            return try g.binding(base.stepInputs(layer: L), rowWeights: weights)
         }
         var refresh: EditGraph?
         if let name = program.refresh, settings.injection == .update {
@@ -232,7 +232,7 @@ public final class EditRunner {
     /// The loop refreshes the cache before every probe and every `refreshInterval` steps, so the
     /// probe and the steps see those rows as the update would leave them (at that δ).
     public func refreshed(_ graphs: [EditGraph], by refresh: EditGraph, at delta: [Float]) throws -> [EditGraph] {
-        defer { interpreter.releaseWeightPages(onlyIn: refresh.name) }
+        defer { interpreter.releaseWeightPages(except: [program.step, program.probe]) }
         let out = try refresh.run([delta])
         var caches: [String: TensorData] = [:]
         for l in (settings.layer + 1)..<config.layers {
@@ -241,7 +241,7 @@ public final class EditRunner {
         }
         return try graphs.map { g in
             var fixed = g.fixed
-            for (name, data) in caches { fixed[name] = data.repeated(g.copies) }
+            for (name, data) in caches { fixed[name] = data }
             return try g.binding(fixed, rowWeights: g.rowWeights)
         }
     }
@@ -391,14 +391,16 @@ public final class EditGraph {
     /// The scale of the "logits" result, for a graph that returns them.
     public let logitScale: Float?
     let hidden: Int
-    /// Inputs other than δ (embedded rows, or the prefix's residual stream and caches).
+    /// Inputs other than δ (embedded rows, or the prefix's residual stream and caches), as the
+    /// function takes them: data given for one copy is repeated for each where the parameter
+    /// holds every copy's (a graph that repeats its caches itself takes them once).
     let fixed: [String: TensorData]
     /// Per prompt and row, the multiple of δ added there (nil: δ at the subject row only).
     let rowWeights: [[Float]]?
 
     public init(interpreter: Interpreter, name: String, layout: EditLayout, hidden: Int, fixed: [String: TensorData],
                 rowWeights: [[Float]]? = nil) throws {
-        self.interpreter = interpreter; self.name = name; self.layout = layout; self.hidden = hidden; self.fixed = fixed
+        self.interpreter = interpreter; self.name = name; self.layout = layout; self.hidden = hidden
         self.rowWeights = rowWeights
         guard let f = interpreter.module.function(name) else { throw RuntimeError.noFunction(name, available: interpreter.module.functions.map(\.name)) }
         guard let d = f.params.first(where: { $0.name == "delta" }), d.type.rank == 3, d.type.shape[2] == hidden,
@@ -406,6 +408,15 @@ public final class EditGraph {
             throw RuntimeError.badRequest("@\(name) has no δ parameter [copies·\(layout.sequences.count), rows, \(hidden)]")
         }
         copies = d.type.shape[0] / layout.sequences.count
+        var bound: [String: TensorData] = [:]
+        for (k, data) in fixed {
+            let n = f.params.first { $0.name == k }?.type.elementCount ?? data.count
+            guard n == data.count || n == data.count * copies else {
+                throw RuntimeError.inputMismatch(function: name, name: k, expected: "\(n) elements (or \(n / max(copies, 1)) of one copy)", got: "\(data.count)")
+            }
+            bound[k] = n == data.count ? data : data.repeated(copies)
+        }
+        self.fixed = bound
         rows = d.type.shape[1]
         deltaScale = try Self.scale(d.type, "@\(name) delta")
         logitScale = try f.results.first { $0.0 == "logits" }.map { try Self.scale(f.type(of: $0.1), "@\(name) logits") }

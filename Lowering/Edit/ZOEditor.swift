@@ -274,7 +274,7 @@ public final class ZOEditor {
         let shape = ForwardShape(batch: copies * layout.sequences.count, seqLen: rows, cacheLen: first, injectLayer: settings.layer,
                                  scored: ScoredRows(copies: copies, rows: layout.scoredRows(first: first)),
                                  padMask: layout.mask(copies: copies, first: first, rows: rows), logits: logits,
-                                 startLayer: cached ? settings.layer : nil, loss: loss)
+                                 startLayer: cached ? settings.layer : nil, loss: loss, cacheBatch: cached ? layout.sequences.count : nil)
         return try c.lower(name, shape)
     }
 
@@ -362,7 +362,7 @@ public final class ZOEditor {
         let e = try embedRows(layout.paddedIDs(first: 0, rows: rows, padID: model.tokenizer.eosID ?? 0))
         let scale = try EditGraph.scale(f.params.first { $0.name == "embeddings" }?.type, "@\(name) embeddings")
         return try EditGraph(interpreter: interpreter(m), name: name, layout: layout, hidden: model.config.hidden,
-                             fixed: ["embeddings": TensorData.i16(EditGraph.quantize(e, scale)).repeated(copies)],
+                             fixed: ["embeddings": TensorData.i16(EditGraph.quantize(e, scale))],
                              rowWeights: settings.injection == .update
                                 ? st.base.keyResponse(st.key, first: 0, rows: rows, beforeSubject: beforeSubject) : nil)
     }

@@ -24,6 +24,10 @@ public struct ForwardShape: Hashable, Sendable {
     /// uncached graph keeps its location and ordinal, hence its calibrated range, and the cached
     /// graph computes the same integers.
     public var padMask: [Float]?
+    /// Editing, with a cache (C > 0, padMask): the cache parameters hold this many sequences (one
+    /// copy's prompts), repeated for each copy of the batch (copy-major) inside the graph, next to
+    /// the matmuls that read them: the host binds a cache once, not once per copy.
+    public var cacheBatch: Int?
 
     /// Whether the function returns logits.
     public var logits: Bool
@@ -46,11 +50,12 @@ public struct ForwardShape: Hashable, Sendable {
     /// A decode function (cacheLen > 0 without padMask) always returns its new keys and values.
     public init(batch: Int = 1, seqLen: Int, cacheLen: Int = 0, emitCache: Bool = false,
                 injectLayer: Int? = nil, scored: ScoredRows? = nil, probeLayer: Int? = nil, padMask: [Float]? = nil, logits: Bool = true,
-                startLayer: Int? = nil, exportLayer: Int? = nil, loss: LossHead? = nil, separateCache: Bool = false) {
+                startLayer: Int? = nil, exportLayer: Int? = nil, loss: LossHead? = nil, separateCache: Bool = false, cacheBatch: Int? = nil) {
         self.batch = batch; self.seqLen = seqLen; self.cacheLen = cacheLen; self.emitCache = emitCache || (cacheLen > 0 && padMask == nil)
         self.injectLayer = injectLayer; self.scored = scored; self.probeLayer = probeLayer; self.padMask = padMask; self.logits = logits
         self.startLayer = startLayer; self.exportLayer = exportLayer; self.loss = loss
         self.separateCache = separateCache || padMask != nil
+        self.cacheBatch = cacheBatch
     }
 
     /// The first layer the function runs whole.
@@ -185,9 +190,11 @@ public final class LlamaImporter {
             builder.declareConstant("rope.sin.\(tag)", .f32([T, c.headDim / 2]), .data(.f32(st)))
             builder.declareConstant("mask.\(tag)", .f32([B, 1, 1, T, S]), .data(.f32(pm)))
             if C > 0 {
+                let cb = shape.cacheBatch ?? B
+                precondition(cb > 0 && B % cb == 0, "cacheBatch must divide the batch")
                 for l in shape.firstWholeLayer..<c.layers {
-                    caches[l] = (f.param("k_cache.\(l)", .f32([B, c.kvHeads, C, c.headDim])),
-                                 f.param("v_cache.\(l)", .f32([B, c.kvHeads, C, c.headDim])))
+                    caches[l] = (f.param("k_cache.\(l)", .f32([cb, c.kvHeads, C, c.headDim])),
+                                 f.param("v_cache.\(l)", .f32([cb, c.kvHeads, C, c.headDim])))
                 }
             }
             cos = try f.constant("rope.cos.\(tag)")
@@ -292,9 +299,14 @@ public final class LlamaImporter {
         // Query heads h = kv·g + j share kv head kv: group them so one matmul per kv head serves g heads.
         let qg = try f.emit(.reshape, [q], ["shape": .ints([B, kvh, g * T, hd])])
         var s = try f.emit(.matmul, [qg, keys], ["transpose_b": .bool(true)])
+        // A cache of fewer sequences than the batch is one copy's: repeated for each copy (copy-major).
+        func perCopy(_ v: Value) throws -> Value {
+            let n = B / v.type.shape[0]
+            return n == 1 ? v : try f.emit(.concat, Array(repeating: v, count: n), ["axis": .int(0)])
+        }
         if let (kc, _) = splitCache {
             f.loc = "blk.\(l).cache"
-            let sc = try f.emit(.matmul, [qg, kc], ["transpose_b": .bool(true)])
+            let sc = try f.emit(.matmul, [qg, perCopy(kc)], ["transpose_b": .bool(true)])
             s = try f.emit(.concat, [sc, s], ["axis": .int(3)])
             f.loc = attnLoc
         }
@@ -307,7 +319,7 @@ public final class LlamaImporter {
         if let (_, vc) = splitCache {
             f.loc = "blk.\(l).cache"
             let pc = try f.emit(.slice, [s], ["begin": .ints([0, 0, 0, 0]), "size": .ints([B, kvh, g * T, C])])
-            cached = try f.emit(.matmul, [pc, vc])
+            cached = try f.emit(.matmul, [pc, perCopy(vc)])
             s = try f.emit(.slice, [s], ["begin": .ints([0, 0, 0, C]), "size": .ints([B, kvh, g * T, T])])
             f.loc = attnLoc
         }

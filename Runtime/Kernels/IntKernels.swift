@@ -49,8 +49,15 @@ enum IntKernels {
         case let .i16(a): return a
         case let .i8(a): return a.map(Int16.init)
         case let .i8View(v): return v.buffer.map(Int16.init)
+        case let .i16View(v): return Array(v.buffer)
         default: throw KernelError("expected i16 data, got \(d.dtype.rawValue)")
         }
+    }
+
+    /// i16 data in place (arrays and mapped views alike).
+    static func withInt16s<R>(_ d: TensorData, _ body: (UnsafeBufferPointer<Int16>) throws -> R) throws -> R {
+        guard let r = try d.withInt16s(body) else { throw KernelError("expected i16 data, got \(d.dtype.rawValue)") }
+        return r
     }
 
     /// acc[r, n] = bias[n] + Σ_k x[r, k] · w[n, k], exact (CKernels: AVX2 when the CPU has it).
@@ -107,33 +114,39 @@ enum IntKernels {
 
     /// block_fully_connected's exact sums (CKernels), raw (`multipliers` nil: i64) or each rescaled
     /// as it is made (then `out` is the rescale's type). Outputs split between the cores as in
-    /// `fullyConnected`; every split gives the same integers.
-    static func blockFullyConnected(_ x: [Int16], rows: Int, k: Int, _ wp: UnsafeBufferPointer<Int8>, bits: Int, scale: [Int16], offset: [Int16],
+    /// `fullyConnected`; every split gives the same integers. Scales and offsets are read in place.
+    static func blockFullyConnected(_ x: [Int16], rows: Int, k: Int, _ wp: UnsafeBufferPointer<Int8>, bits: Int, scale: TensorData, offset: TensorData,
                                     block: Int, n: Int, multipliers: [Int]? = nil, shifts: [Int] = [], out: DType = .i64) throws -> TensorData {
+        try withInt16s(scale) { sp in
+            try withInt16s(offset) { op in
+                try blockFullyConnected(x, rows: rows, k: k, wp, bits: bits, scale: sp, offset: op, block: block, n: n,
+                                        multipliers: multipliers, shifts: shifts, out: out)
+            }
+        }
+    }
+
+    static func blockFullyConnected(_ x: [Int16], rows: Int, k: Int, _ wp: UnsafeBufferPointer<Int8>, bits: Int, scale sp: UnsafeBufferPointer<Int16>,
+                                    offset op: UnsafeBufferPointer<Int16>, block: Int, n: Int, multipliers: [Int]?, shifts: [Int], out: DType) throws -> TensorData {
         let m = (multipliers ?? []).map(Int64.init), s = shifts.map(Int32.init)
         let width = m.count > 1 ? n : 1, outBits = out.byteSize * 8
         let parts = rows * n * k >= 1 << 20 ? min(Threads.count, max(1, n / 64)) : 1
         guard (1...512).contains(block), k % block == 0, bits == 8 || (bits == 4 && block % 2 == 0), wp.count == n * k * bits / 8,
-              scale.count == n * (k / block), offset.count == scale.count else {
+              sp.count == n * (k / block), op.count == sp.count else {
             throw KernelError("block \(block) must lie in 1...512 and divide K = \(k), with \(n) × \(k / max(block, 1)) scales and offsets")
         }
         return makeInteger(out, count: rows * n) { y in
             x.withUnsafeBufferPointer { xp in
-                scale.withUnsafeBufferPointer { sp in
-                    offset.withUnsafeBufferPointer { op in
-                        func part(_ p: Int) {
-                            let chunk = (n + parts - 1) / parts
-                            let j0 = min(n, p * chunk), j1 = min(n, j0 + chunk)
-                            guard j0 < j1 else { return }
-                            _ = multipliers == nil
-                                ? zo_block_fc_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, Int32(bits), sp.baseAddress, op.baseAddress, Int32(block),
-                                                     Int32(n), Int32(j0), Int32(j1), y.assumingMemoryBound(to: Int64.self))
-                                : zo_block_fc_rescale_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, Int32(bits), sp.baseAddress, op.baseAddress,
-                                                             Int32(block), Int32(n), Int32(j0), Int32(j1), m, s, Int32(width), Int32(outBits), y)
-                        }
-                        Threads.run(parts, part)
-                    }
+                func part(_ p: Int) {
+                    let chunk = (n + parts - 1) / parts
+                    let j0 = min(n, p * chunk), j1 = min(n, j0 + chunk)
+                    guard j0 < j1 else { return }
+                    _ = multipliers == nil
+                        ? zo_block_fc_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, Int32(bits), sp.baseAddress, op.baseAddress, Int32(block),
+                                             Int32(n), Int32(j0), Int32(j1), y.assumingMemoryBound(to: Int64.self))
+                        : zo_block_fc_rescale_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, Int32(bits), sp.baseAddress, op.baseAddress,
+                                                     Int32(block), Int32(n), Int32(j0), Int32(j1), m, s, Int32(width), Int32(outBits), y)
                 }
+                Threads.run(parts, part)
             }
         }
     }
@@ -202,6 +215,7 @@ enum IntKernels {
         case let .i8(a): return a.withUnsafeBytes { body($0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, 8) }
         case let .i8View(v): return body(UnsafeRawPointer(v.buffer.baseAddress ?? UnsafePointer(bitPattern: 1)!), 8)
         case let .i16(a): return a.withUnsafeBytes { body($0.baseAddress ?? UnsafeRawPointer(bitPattern: 2)!, 16) }
+        case let .i16View(v): return body(UnsafeRawPointer(v.buffer.baseAddress ?? UnsafePointer(bitPattern: 2)!), 16)
         case let .i32(a): return a.withUnsafeBytes { body($0.baseAddress ?? UnsafeRawPointer(bitPattern: 4)!, 32) }
         case let .i64(a): return a.withUnsafeBytes { body($0.baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, 64) }
         case .f32: return widen(d).withUnsafeBytes { body($0.baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, 64) }

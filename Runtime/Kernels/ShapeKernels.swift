@@ -14,7 +14,7 @@ extension TensorData {
         case let .i16(a): return .i16(f(a))
         case let .i32(a): return .i32(f(a))
         case let .i64(a): return .i64(f(a))
-        case .i8View: return owned.mapElements(f)
+        case .i8View, .i16View: return owned.mapElements(f)
         }
     }
 }
@@ -31,6 +31,7 @@ enum ShapeKernels {
         case let .i8(a): return raw(a)
         case let .i8View(v): return body(UnsafeRawPointer(v.buffer.baseAddress ?? UnsafePointer(bitPattern: 8)!), 1)
         case let .i16(a): return raw(a)
+        case let .i16View(v): return body(UnsafeRawPointer(v.buffer.baseAddress ?? UnsafePointer(bitPattern: 8)!), 2)
         case let .i32(a): return raw(a)
         case let .i64(a): return raw(a)
         }

@@ -45,6 +45,9 @@ final class ArtifactTests: XCTestCase {
         // Int8 weights are used in place from the mapping.
         let w = try XCTUnwrap(m.constants.first { $0.type.dtype == .i8 })
         guard case .data(.i8View)? = model.artifact.module.constantData[w.name] else { return XCTFail("\(w.name) was copied") }
+        // So are their int16 block scales and offsets.
+        let scales = try XCTUnwrap(m.constants.first { $0.type.dtype == .i16 && $0.name.hasSuffix(".scale") })
+        guard case .data(.i16View)? = model.artifact.module.constantData[scales.name] else { return XCTFail("\(scales.name) was copied") }
     }
 
     func testSameInputsGiveAByteIdenticalArtifact() throws {

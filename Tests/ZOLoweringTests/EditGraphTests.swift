@@ -123,6 +123,16 @@ final class EditGraphTests: XCTestCase {
         let stepOps = cached.interpreter.module.function(cached.name)!.ops
         XCTAssertFalse(stepOps.contains { $0.loc.map(early.contains) ?? false })
         XCTAssertTrue(stepOps.contains { $0.loc == "blk.\(s.layer + 1).attn" })
+        // The caches are bound once, for one copy: the step function repeats them for each copy.
+        let stepFunction = try XCTUnwrap(cached.interpreter.module.function(cached.name))
+        let kc = try XCTUnwrap(stepFunction.params.firstIndex { $0.name == "k_cache.\(s.layer + 1)" })
+        XCTAssertEqual(stepFunction.params[kc].type.shape[0], layout.sequences.count, "the step function takes every copy's cache")
+        XCTAssertTrue(stepOps.contains { $0.kind == .concat && $0.operands == [kc, kc] }, "no op repeats the cache for the 2 copies")
+        // Fixed data of neither one copy's size nor every copy's is refused, naming the input.
+        XCTAssertThrowsError(try EditGraph(interpreter: cached.interpreter, name: cached.name, layout: layout, hidden: lm.config.hidden,
+                                           fixed: ["attn_residual": .i32([1, 2, 3])])) { e in
+            XCTAssertTrue("\(e)".contains("attn_residual"), "\(e)")
+        }
         let D = lm.config.hidden, V = lm.config.vocab, N = layout.scored.map(\.count).reduce(0, +)
         let zero = [Float](repeating: 0, count: D)
         var push = zero
