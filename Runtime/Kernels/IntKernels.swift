@@ -493,7 +493,8 @@ enum Reduction {
 
 /// The multiply-add instruction of the block kernels and the peak loop: AVX-512 VNNI's vpdpwssd
 /// (on 256-bit registers) where the CPU has it, unless ZO_VNNI=0; else AVX2's vpmaddwd + vpaddd.
-/// Both give the same integers. Settable for tests and benchmarks of both paths (not while kernels run).
+/// The same switch picks the rescales' AVX-512VL form. Both give the same integers. Settable for
+/// tests and benchmarks of both paths (not while kernels run).
 public enum MultiplyAdd {
     public static var usesVNNI: Bool {
         get { zo_has_vnni() != 0 }

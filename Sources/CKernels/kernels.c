@@ -171,7 +171,7 @@ static int vnni_state = -1;  // -1: not decided yet
 static int cpu_has_vnni(void) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
-    return zo_has_avx2() && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+    return zo_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
 #else
     return 0;
 #endif
@@ -198,8 +198,7 @@ static inline int output_tile(int k, int bytes_per_input) {
 }
 
 #if defined(__x86_64__)
-__attribute__((target("avx2")))
-static int rescale_avx2(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
+static int rescale_vector(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
                         int out_bits, void *y, long rows, long y_stride);
 #endif
 
@@ -208,7 +207,7 @@ static int rescale_avx2(const void *x, int in_bits, long count, int width, const
 static void rescale_rows(const int64_t *raw, int rr, int len, int t0, int r0, int n, const fc_out *o) {
     const int per = o->width != 1;
 #if defined(__x86_64__)
-    if (zo_has_avx2() && rescale_avx2(raw, 64, len, per ? len : 1, o->m + (per ? t0 : 0), o->s + (per ? t0 : 0), o->out_bits,
+    if (zo_has_avx2() && rescale_vector(raw, 64, len, per ? len : 1, o->m + (per ? t0 : 0), o->s + (per ? t0 : 0), o->out_bits,
                                       (char *)o->y + ((size_t)r0 * n + t0) * (size_t)(o->out_bits / 8), rr, n)) return;
 #endif
     for (int q = 0; q < rr; q++)
@@ -787,89 +786,137 @@ static inline void store4(__m256i v, __m256i lo, __m256i hi, int out_bits, void 
     else _mm_storel_epi64((__m128i *)((int16_t *)y + i), _mm_packs_epi32(d, d));
 }
 
-// The vectorized rescale for 16/32/64-bit inputs and 16/32-bit outputs, per tensor or per
-// channel with a width divisible by 4. Returns 0 (having written nothing) when an input or a
-// multiplier is 2^31 or more in magnitude, or the shape does not fit: the caller's loops run.
-// `rows` runs of `count` inputs, contiguous, into rows `y_stride` outputs apart (count % width == 0,
-// so each run starts at channel 0): the multipliers are checked and the inputs' range found once.
+// round(x·m / 2^s) with AVX-512VL's arithmetic shifts (vpsraq, vpsravq): the same integers as
+// rescale4 and rescale4_wide, without the XOR-and-subtract that stands in for them on AVX2.
+__attribute__((target("avx2,avx512f,avx512vl")))
+static inline __m256i rescale4_avx512(__m256i v, __m256i mm, __m256i half, __m256i sh, __m256i bias) {
+    (void)bias;
+    return _mm256_srav_epi64(_mm256_add_epi64(_mm256_mul_epi32(v, mm), half), sh);
+}
+
+__attribute__((target("avx2,avx512f,avx512vl")))
+static inline __m256i rescale4_wide_avx512(__m256i v, __m256i mm, __m256i half, __m256i sw, __m256i swbias) {
+    (void)swbias;
+    const __m256i low31 = _mm256_set1_epi64x(((int64_t)1 << 31) - 1);
+    __m256i p = _mm256_mul_epi32(_mm256_and_si256(v, low31), mm);
+    __m256i carry = _mm256_srli_epi64(_mm256_add_epi64(_mm256_and_si256(p, low31), half), 31);
+    __m256i a = _mm256_add_epi64(_mm256_add_epi64(_mm256_mul_epi32(_mm256_srai_epi64(v, 31), mm), _mm256_srai_epi64(p, 31)), carry);
+    return _mm256_srav_epi64(a, sw);
+}
+
+// Saturating narrowing stores (vpmovsqd, vpmovsqw): the clamp to the output type is the instruction's.
+__attribute__((target("avx2,avx512f,avx512vl")))
+static inline void store4_avx512(__m256i v, __m256i lo, __m256i hi, int out_bits, void *y, long i) {
+    (void)lo; (void)hi;
+    if (out_bits == 32) _mm_storeu_si128((__m128i *)((int32_t *)y + i), _mm256_cvtsepi64_epi32(v));
+    else _mm_storel_epi64((__m128i *)((int16_t *)y + i), _mm256_cvtsepi64_epi16(v));
+}
+
+// What the vectorized rescale needs to know first: 0 when it cannot run (an input or a multiplier
+// of 2^31 or more in magnitude, or a shape that does not fit: the caller's loops run), 1 for the
+// plain product, 2 for the split product of inputs beyond 2^31 (rescale4_wide).
 __attribute__((target("avx2")))
-static int rescale_avx2(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
-                        int out_bits, void *y, long rows, long y_stride) {
+static int rescale_vector_kind(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
+                               int out_bits, long rows) {
     if ((in_bits != 16 && in_bits != 32 && in_bits != 64) || (out_bits != 16 && out_bits != 32)) return 0;
     int min_shift = 62;
     for (int c = 0; c < width; c++) {
         if (m[c] <= -((int64_t)1 << 31) || m[c] >= ((int64_t)1 << 31) || s[c] < 0 || s[c] > 62) return 0;
         if (s[c] < min_shift) min_shift = s[c];
     }
-    const long all = count * rows;
-    long vec = all & ~3L;
-    int wide = 0;  // inputs beyond 2^31: the split product (rescale4_wide)
-    if (in_bits == 64) {  // narrower inputs are below 2^31 by their type
-        const int64_t *in = (const int64_t *)x;
-        __m256i mn = _mm256_set1_epi64x(0), mx = mn;
-        for (long i = 0; i < vec; i += 4) {
-            __m256i v = _mm256_loadu_si256((const __m256i *)(in + i));
-            mn = _mm256_blendv_epi8(mn, v, _mm256_cmpgt_epi64(mn, v));
-            mx = _mm256_blendv_epi8(mx, v, _mm256_cmpgt_epi64(v, mx));
-        }
-        int64_t a[4], b[4], lo = 0, hi = 0;
-        _mm256_storeu_si256((__m256i *)a, mn);
-        _mm256_storeu_si256((__m256i *)b, mx);
-        for (int q = 0; q < 4; q++) { lo = a[q] < lo ? a[q] : lo; hi = b[q] > hi ? b[q] : hi; }
-        for (long i = vec; i < all; i++) { lo = in[i] < lo ? in[i] : lo; hi = in[i] > hi ? in[i] : hi; }
-        if (lo <= -((int64_t)1 << 31) || hi >= ((int64_t)1 << 31)) {
-            if (lo <= -((int64_t)1 << 62) || hi >= ((int64_t)1 << 62) || min_shift < 31) return 0;
-            wide = 1;
-        }
-    }
-    const int64_t LO = out_bits == 16 ? INT16_MIN : INT32_MIN, HI = out_bits == 16 ? INT16_MAX : INT32_MAX;
-    const __m256i lo = _mm256_set1_epi64x(LO), hi = _mm256_set1_epi64x(HI), one = _mm256_set1_epi64x(1);
-    const __m256i sign = _mm256_set1_epi64x(INT64_MIN), s31 = _mm256_set1_epi64x(31);
-    vec = count & ~3L;
-    for (long row = 0; row < rows; row++, x = (const char *)x + count * (in_bits / 8), y = (char *)y + y_stride * (out_bits / 8)) {
-    // Channel c of element i (width 1: all 0); the vector loop keeps c for its first lane.
-    long c = 0;
+    if (in_bits != 64) return 1;  // narrower inputs are below 2^31 by their type
+    const long all = count * rows, vec = all & ~3L;
+    const int64_t *in = (const int64_t *)x;
+    __m256i mn = _mm256_set1_epi64x(0), mx = mn;
     for (long i = 0; i < vec; i += 4) {
-        __m256i mm, sh;
-        if (width == 1) {
-            mm = _mm256_set1_epi64x(m[0]);
-            sh = _mm256_set1_epi64x(s[0]);
-        } else if (width % 4 == 0) {
-            mm = _mm256_loadu_si256((const __m256i *)(m + c));
-            sh = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(s + c)));
-        } else {
-            long c1 = c + 1 == width ? 0 : c + 1, c2 = c1 + 1 == width ? 0 : c1 + 1, c3 = c2 + 1 == width ? 0 : c2 + 1;
-            mm = _mm256_set_epi64x(m[c3], m[c2], m[c1], m[c]);
-            sh = _mm256_set_epi64x(s[c3], s[c2], s[c1], s[c]);
-        }
-        // 2^(s−1), and 0 where s = 0 (a shift count of 2^64 − 1 gives 0).
-        __m256i half = _mm256_sllv_epi64(one, _mm256_sub_epi64(sh, one));
-        __m256i v = load4_i64(x, in_bits, i), r;
-        if (wide) {
-            __m256i sw = _mm256_sub_epi64(sh, s31);
-            r = rescale4_wide(v, mm, half, sw, _mm256_srlv_epi64(sign, sw));
-        } else {
-            r = rescale4(v, mm, half, sh, _mm256_srlv_epi64(sign, sh));
-        }
-        store4(r, lo, hi, out_bits, y, i);
-        if (width > 1) { c += 4; while (c >= width) c -= width; }
+        __m256i v = _mm256_loadu_si256((const __m256i *)(in + i));
+        mn = _mm256_blendv_epi8(mn, v, _mm256_cmpgt_epi64(mn, v));
+        mx = _mm256_blendv_epi8(mx, v, _mm256_cmpgt_epi64(v, mx));
     }
-    for (long i = vec; i < count; i++) {
-        int64_t v = in_bits == 16 ? ((const int16_t *)x)[i] : in_bits == 32 ? ((const int32_t *)x)[i] : ((const int64_t *)x)[i];
-        int ch = width == 1 ? 0 : (int)(i % width);
-        v = rescale_one(v, m[ch], s[ch]);
-        v = v < LO ? LO : v > HI ? HI : v;
-        if (out_bits == 16) ((int16_t *)y)[i] = (int16_t)v; else ((int32_t *)y)[i] = (int32_t)v;
-    }
-    }
+    int64_t a[4], b[4], lo = 0, hi = 0;
+    _mm256_storeu_si256((__m256i *)a, mn);
+    _mm256_storeu_si256((__m256i *)b, mx);
+    for (int q = 0; q < 4; q++) { lo = a[q] < lo ? a[q] : lo; hi = b[q] > hi ? b[q] : hi; }
+    for (long i = vec; i < all; i++) { lo = in[i] < lo ? in[i] : lo; hi = in[i] > hi ? in[i] : hi; }
+    if (lo > -((int64_t)1 << 31) && hi < ((int64_t)1 << 31)) return 1;
+    return lo <= -((int64_t)1 << 62) || hi >= ((int64_t)1 << 62) || min_shift < 31 ? 0 : 2;
+}
+
+// The vectorized rescale for 16/32/64-bit inputs and 16/32-bit outputs, per tensor or per
+// channel. `rows` runs of `count` inputs, contiguous, into rows `y_stride` outputs apart
+// (count % width == 0, so each run starts at channel 0). Written once, compiled twice: with
+// AVX2's rescale4/rescale4_wide/store4, and with their AVX-512VL forms (same integers).
+#define RESCALE_VECTOR(RESCALE4, RESCALE4_WIDE, STORE4)                                                        \
+    const int kind = rescale_vector_kind(x, in_bits, count, width, m, s, out_bits, rows);                      \
+    if (kind == 0) return 0;                                                                                   \
+    const int wide = kind == 2;                                                                                \
+    const int64_t LO = out_bits == 16 ? INT16_MIN : INT32_MIN, HI = out_bits == 16 ? INT16_MAX : INT32_MAX;    \
+    const __m256i lo = _mm256_set1_epi64x(LO), hi = _mm256_set1_epi64x(HI), one = _mm256_set1_epi64x(1);       \
+    const __m256i sign = _mm256_set1_epi64x(INT64_MIN), s31 = _mm256_set1_epi64x(31);                          \
+    const long vec = count & ~3L;                                                                              \
+    for (long row = 0; row < rows; row++, x = (const char *)x + count * (in_bits / 8), y = (char *)y + y_stride * (out_bits / 8)) { \
+        /* Channel c of element i (width 1: all 0); the vector loop keeps c for its first lane. */              \
+        long c = 0;                                                                                            \
+        for (long i = 0; i < vec; i += 4) {                                                                    \
+            __m256i mm, sh;                                                                                    \
+            if (width == 1) {                                                                                  \
+                mm = _mm256_set1_epi64x(m[0]);                                                                 \
+                sh = _mm256_set1_epi64x(s[0]);                                                                 \
+            } else if (width % 4 == 0) {                                                                       \
+                mm = _mm256_loadu_si256((const __m256i *)(m + c));                                             \
+                sh = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(s + c)));                         \
+            } else {                                                                                           \
+                long c1 = c + 1 == width ? 0 : c + 1, c2 = c1 + 1 == width ? 0 : c1 + 1, c3 = c2 + 1 == width ? 0 : c2 + 1; \
+                mm = _mm256_set_epi64x(m[c3], m[c2], m[c1], m[c]);                                             \
+                sh = _mm256_set_epi64x(s[c3], s[c2], s[c1], s[c]);                                             \
+            }                                                                                                  \
+            /* 2^(s−1), and 0 where s = 0 (a shift count of 2^64 − 1 gives 0). */                              \
+            __m256i half = _mm256_sllv_epi64(one, _mm256_sub_epi64(sh, one));                                  \
+            __m256i v = load4_i64(x, in_bits, i), r;                                                           \
+            if (wide) {                                                                                        \
+                __m256i sw = _mm256_sub_epi64(sh, s31);                                                        \
+                r = RESCALE4_WIDE(v, mm, half, sw, _mm256_srlv_epi64(sign, sw));                               \
+            } else {                                                                                           \
+                r = RESCALE4(v, mm, half, sh, _mm256_srlv_epi64(sign, sh));                                    \
+            }                                                                                                  \
+            STORE4(r, lo, hi, out_bits, y, i);                                                                 \
+            if (width > 1) { c += 4; while (c >= width) c -= width; }                                          \
+        }                                                                                                      \
+        for (long i = vec; i < count; i++) {                                                                   \
+            int64_t v = in_bits == 16 ? ((const int16_t *)x)[i] : in_bits == 32 ? ((const int32_t *)x)[i] : ((const int64_t *)x)[i]; \
+            int ch = width == 1 ? 0 : (int)(i % width);                                                        \
+            v = rescale_one(v, m[ch], s[ch]);                                                                  \
+            v = v < LO ? LO : v > HI ? HI : v;                                                                 \
+            if (out_bits == 16) ((int16_t *)y)[i] = (int16_t)v; else ((int32_t *)y)[i] = (int32_t)v;           \
+        }                                                                                                      \
+    }                                                                                                          \
     return 1;
+
+__attribute__((target("avx2")))
+static int rescale_vector_avx2(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
+                               int out_bits, void *y, long rows, long y_stride) {
+    RESCALE_VECTOR(rescale4, rescale4_wide, store4)
+}
+
+__attribute__((target("avx2,avx512f,avx512vl")))
+static int rescale_vector_avx512(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
+                                 int out_bits, void *y, long rows, long y_stride) {
+    RESCALE_VECTOR(rescale4_avx512, rescale4_wide_avx512, store4_avx512)
+}
+
+// The vectorized rescale: its AVX-512VL form where the AVX-512 kernels run (zo_has_vnni), else
+// AVX2's. Returns 0, having written nothing, when it cannot run.
+static int rescale_vector(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
+                        int out_bits, void *y, long rows, long y_stride) {
+    return zo_has_vnni() ? rescale_vector_avx512(x, in_bits, count, width, m, s, out_bits, y, rows, y_stride)
+                         : rescale_vector_avx2(x, in_bits, count, width, m, s, out_bits, y, rows, y_stride);
 }
 #endif
 
 void zo_rescale(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
                 int out_bits, void *y) {
 #if defined(__x86_64__)
-    if (zo_has_avx2() && count % width == 0 && rescale_avx2(x, in_bits, count, width, m, s, out_bits, y, 1, count)) return;
+    if (zo_has_avx2() && count % width == 0 && rescale_vector(x, in_bits, count, width, m, s, out_bits, y, 1, count)) return;
 #endif
     switch (in_bits) {
     case 8: ZO_RESCALE_OUT(int8_t); break;

@@ -147,10 +147,7 @@ final class IntKernelTests: XCTestCase {
         // time (K a multiple of 32) or one by one (K = 48).
         // Both weight widths: int8, and 4-bit levels two per byte (random bytes: every nibble).
         // Both multiply-add paths where the CPU has AVX-512 VNNI (vpdpwssd, and vpmaddwd + vpaddd).
-        let vnni = MultiplyAdd.usesVNNI
-        defer { MultiplyAdd.usesVNNI = vnni }
-        for useVNNI in vnni ? [true, false] : [false] {
-            MultiplyAdd.usesVNNI = useVNNI
+        try eachVectorPath {
             for bits in [8, 4] {
                 for (rows, k, n, block) in [(5, 64, 3, 32), (9, 96, 7, 8), (4, 1024, 5, 512), (6, 576, 1024, 32), (1, 576, 11, 32), (1, 1536, 64, 32), (7, 1024, 40, 512), (4, 64, 19, 16), (13, 96, 1000, 2), (5, 48, 20, 16)] {
                     let kb = k / block
@@ -225,7 +222,20 @@ final class IntKernelTests: XCTestCase {
         }
     }
 
-    func testRescaleRoundingAndSaturation() throws {
+    /// `body` on the AVX-512 paths (VNNI multiply-adds, AVX-512VL rescales) where the CPU has
+    /// them, and on the AVX2 paths.
+    func eachVectorPath(_ body: () throws -> Void) throws {
+        let vnni = MultiplyAdd.usesVNNI
+        defer { MultiplyAdd.usesVNNI = vnni }
+        for useVNNI in vnni ? [true, false] : [false] {
+            MultiplyAdd.usesVNNI = useVNNI
+            try body()
+        }
+    }
+
+    func testRescaleRoundingAndSaturation() throws { try eachVectorPath(rescaleRoundingAndSaturation) }
+
+    func rescaleRoundingAndSaturation() throws {
         let x = (0..<400).map { i -> Int64 in
             [Int64.min / 2, Int64.max / 2, -1, 0, 1, -(1 << 40), (1 << 40) + 1][i % 7] &+ Int64.random(in: -1000...1000, using: &rng) * Int64(i % 3)
         }
@@ -274,7 +284,9 @@ final class IntKernelTests: XCTestCase {
         XCTAssertEqual(t, [2, -1])
     }
 
-    func testPerChannelRescale() throws {
+    func testPerChannelRescale() throws { try eachVectorPath(perChannelRescale) }
+
+    func perChannelRescale() throws {
         let x = (0..<12).map { Int32($0 * 1000 - 6000) }
         let m: [Int32] = [3, -7, 1 << 30], s: [Int32] = [0, 4, 31]
         let y = ints(try run(.rescale, [(TensorType(.i32, [4, 3]), .i32(x))],
@@ -387,7 +399,9 @@ final class IntKernelTests: XCTestCase {
     }
 
     /// The same for block_fully_connected and its rescale.
-    func testBlockFullyConnectedFusedWithItsRescaleMatchesTheTwoOps() throws {
+    func testBlockFullyConnectedFusedWithItsRescaleMatchesTheTwoOps() throws { try eachVectorPath(blockFullyConnectedFusedWithItsRescale) }
+
+    func blockFullyConnectedFusedWithItsRescale() throws {
         for (rows, k, n, out, bits) in [(37, 320, 203, DType.i16, 8), (130, 576, 64, .i32, 8), (21, 576, 67, .i32, 4)] {
             let kb = k / 32
             let x = i16s(rows * k), sc = i16s(n * kb), of = i16s(n * kb)

@@ -71,7 +71,8 @@ long zo_madd_peak(long iterations);
 int zo_has_avx2(void);
 
 /// 1 when the block kernels (and the peak loop) multiply-add with AVX-512 VNNI's vpdpwssd on
-/// 256-bit registers (the CPU has avx512vnni and avx512vl, and ZO_VNNI is not 0).
+/// 256-bit registers and rescales use AVX-512VL's shifts and saturating stores (the CPU has
+/// avx512f, avx512vl and avx512vnni, and ZO_VNNI is not 0).
 int zo_has_vnni(void);
 
 /// Turns the VNNI path on (where the CPU has it) or off, for tests and benchmarks of both paths;
