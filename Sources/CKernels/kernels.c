@@ -9,14 +9,27 @@
 static inline int64_t rescale_one(int64_t x, int64_t m, int s);
 
 // Where a fully_connected's sums go: int64 into `raw`, or (raw NULL) rescaled by m/s of the
-// output column (width 1: one pair for all) and saturated to out_bits in `y`.
+// output column (width 1: one pair for all) and saturated to out_bits in `y`; min_shift is
+// vector_min_shift of m/s (found once per call).
 typedef struct {
     int64_t *raw;
     void *y;
     const int64_t *m;
     const int32_t *s;
-    int width, out_bits;
+    int width, out_bits, min_shift;
 } fc_out;
+
+// The smallest shift of a rescale's parameters, or -1 when a multiplier is 2^31 or more in
+// magnitude or a shift lies outside 0...62 (the vectorized rescale then does not run). Found once
+// per kernel call: a fused kernel rescales each row group with the same parameters.
+static int vector_min_shift(int width, const int64_t *m, const int32_t *s) {
+    int min_shift = 62;
+    for (int c = 0; c < width; c++) {
+        if (m[c] <= -((int64_t)1 << 31) || m[c] >= ((int64_t)1 << 31) || s[c] < 0 || s[c] > 62) return -1;
+        if (s[c] < min_shift) min_shift = s[c];
+    }
+    return min_shift;
+}
 
 static inline __attribute__((always_inline)) void emit(const fc_out *o, size_t idx, int j, int64_t v) {
     if (o->raw) { o->raw[idx] = v; return; }
@@ -199,7 +212,7 @@ static inline int output_tile(int k, int bytes_per_input) {
 
 #if defined(__x86_64__)
 static int rescale_vector(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
-                        int out_bits, void *y, long rows, long y_stride);
+                          int out_bits, void *y, long rows, long y_stride, int min_shift);
 #endif
 
 // The rescale of the sums of up to 4 rows × `len` outputs (raw, row stride len) into the output
@@ -208,7 +221,7 @@ static void rescale_rows(const int64_t *raw, int rr, int len, int t0, int r0, in
     const int per = o->width != 1;
 #if defined(__x86_64__)
     if (zo_has_avx2() && rescale_vector(raw, 64, len, per ? len : 1, o->m + (per ? t0 : 0), o->s + (per ? t0 : 0), o->out_bits,
-                                      (char *)o->y + ((size_t)r0 * n + t0) * (size_t)(o->out_bits / 8), rr, n)) return;
+                                      (char *)o->y + ((size_t)r0 * n + t0) * (size_t)(o->out_bits / 8), rr, n, o->min_shift)) return;
 #endif
     for (int q = 0; q < rr; q++)
         zo_rescale(raw + (size_t)q * len, 64, len, per ? len : 1, o->m + (per ? t0 : 0), o->s + (per ? t0 : 0), o->out_bits,
@@ -230,7 +243,7 @@ static void fc(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0
     for (int t0 = j0; t0 < j1; t0 += tile) {
         int t1 = t0 + tile < j1 ? t0 + tile : j1, len = t1 - t0;
         if (!scratch) { fc_tile(x, rows, k, w, n, t0, t1, bias, o); continue; }
-        fc_out so = {scratch, NULL, NULL, NULL, 1, 64};
+        fc_out so = {scratch, NULL, NULL, NULL, 1, 64, -1};
         for (int r0 = 0; r0 < rows; r0 += 4) {
             int rr = rows - r0 < 4 ? rows - r0 : 4;
             fc_tile(x + (size_t)r0 * k, rr, k, w + (size_t)t0 * k, len, 0, len, bias ? bias + t0 : NULL, &so);
@@ -242,13 +255,13 @@ static void fc(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0
 
 void zo_fc_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0, int j1,
                   const int64_t *bias, int64_t *out) {
-    fc_out o = {out, NULL, NULL, NULL, 1, 64};
+    fc_out o = {out, NULL, NULL, NULL, 1, 64, -1};
     fc(x, rows, k, w, n, j0, j1, bias, &o);
 }
 
 void zo_fc_rescale_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0, int j1, const int64_t *bias,
                           const int64_t *m, const int32_t *s, int width, int out_bits, void *y) {
-    fc_out o = {NULL, y, m, s, width, out_bits};
+    fc_out o = {NULL, y, m, s, width, out_bits, vector_min_shift(width, m, s)};
     fc(x, rows, k, w, n, j0, j1, bias, &o);
 }
 
@@ -621,10 +634,10 @@ static int block_fc_packed(const int16_t *x, int rows, int k, const int8_t *w, i
                     }
             }
             if (packed < len) {
-                fc_out so = {scratch, NULL, NULL, NULL, 1, 64};
+                fc_out so = {scratch, NULL, NULL, NULL, 1, 64, -1};
                 const fc_out *to = o->raw ? o : &so;
                 const int16_t *xr = x + (size_t)r0 * k;
-                if (o->raw) block_fc_tile(xr, rr, k, w, bits, scale, offset, block, n, t0 + packed, t1, sums, &(fc_out){o->raw + (size_t)r0 * n, NULL, NULL, NULL, 1, 64});
+                if (o->raw) block_fc_tile(xr, rr, k, w, bits, scale, offset, block, n, t0 + packed, t1, sums, &(fc_out){o->raw + (size_t)r0 * n, NULL, NULL, NULL, 1, 64, -1});
                 else block_fc_tile(xr, rr, k, w + (size_t)t0 * stride, bits, scale + (size_t)t0 * kb, offset + (size_t)t0 * kb, block, len, packed, len, sums, to);
             }
             if (!o->raw) rescale_rows(scratch, rr, len, t0, r0, n, o);
@@ -650,7 +663,7 @@ static int block_fc(const int16_t *x, int rows, int k, const int8_t *w, int bits
     for (int t0 = j0; t0 < j1; t0 += tile) {
         int t1 = t0 + tile < j1 ? t0 + tile : j1, len = t1 - t0;
         if (!scratch) { block_fc_tile(x, rows, k, w, bits, scale, offset, block, n, t0, t1, sums, o); continue; }
-        fc_out so = {scratch, NULL, NULL, NULL, 1, 64};
+        fc_out so = {scratch, NULL, NULL, NULL, 1, 64, -1};
         for (int r0 = 0; r0 < rows; r0 += 4) {
             int rr = rows - r0 < 4 ? rows - r0 : 4;
             block_fc_tile(x + (size_t)r0 * k, rr, k, w + (size_t)t0 * stride, bits, scale + (size_t)t0 * kb, offset + (size_t)t0 * kb,
@@ -665,13 +678,13 @@ static int block_fc(const int16_t *x, int rows, int k, const int8_t *w, int bits
 
 int zo_block_fc_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, int bits, const int16_t *scale, const int16_t *offset,
                        int block, int n, int j0, int j1, int64_t *out) {
-    fc_out o = {out, NULL, NULL, NULL, 1, 64};
+    fc_out o = {out, NULL, NULL, NULL, 1, 64, -1};
     return block_fc(x, rows, k, w, bits, scale, offset, block, n, j0, j1, &o);
 }
 
 int zo_block_fc_rescale_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, int bits, const int16_t *scale, const int16_t *offset,
                                int block, int n, int j0, int j1, const int64_t *m, const int32_t *s, int width, int out_bits, void *y) {
-    fc_out o = {NULL, y, m, s, width, out_bits};
+    fc_out o = {NULL, y, m, s, width, out_bits, vector_min_shift(width, m, s)};
     return block_fc(x, rows, k, w, bits, scale, offset, block, n, j0, j1, &o);
 }
 
@@ -816,14 +829,8 @@ static inline void store4_avx512(__m256i v, __m256i lo, __m256i hi, int out_bits
 // of 2^31 or more in magnitude, or a shape that does not fit: the caller's loops run), 1 for the
 // plain product, 2 for the split product of inputs beyond 2^31 (rescale4_wide).
 __attribute__((target("avx2")))
-static int rescale_vector_kind(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
-                               int out_bits, long rows) {
-    if ((in_bits != 16 && in_bits != 32 && in_bits != 64) || (out_bits != 16 && out_bits != 32)) return 0;
-    int min_shift = 62;
-    for (int c = 0; c < width; c++) {
-        if (m[c] <= -((int64_t)1 << 31) || m[c] >= ((int64_t)1 << 31) || s[c] < 0 || s[c] > 62) return 0;
-        if (s[c] < min_shift) min_shift = s[c];
-    }
+static int rescale_vector_kind(const void *x, int in_bits, long count, int min_shift, int out_bits, long rows) {
+    if ((in_bits != 16 && in_bits != 32 && in_bits != 64) || (out_bits != 16 && out_bits != 32) || min_shift < 0) return 0;
     if (in_bits != 64) return 1;  // narrower inputs are below 2^31 by their type
     const long all = count * rows, vec = all & ~3L;
     const int64_t *in = (const int64_t *)x;
@@ -842,27 +849,19 @@ static int rescale_vector_kind(const void *x, int in_bits, long count, int width
     return lo <= -((int64_t)1 << 62) || hi >= ((int64_t)1 << 62) || min_shift < 31 ? 0 : 2;
 }
 
-// The vectorized rescale for 16/32/64-bit inputs and 16/32-bit outputs, per tensor or per
-// channel. `rows` runs of `count` inputs, contiguous, into rows `y_stride` outputs apart
-// (count % width == 0, so each run starts at channel 0). Written once, compiled twice: with
-// AVX2's rescale4/rescale4_wide/store4, and with their AVX-512VL forms (same integers).
-#define RESCALE_VECTOR(RESCALE4, RESCALE4_WIDE, STORE4)                                                        \
-    const int kind = rescale_vector_kind(x, in_bits, count, width, m, s, out_bits, rows);                      \
-    if (kind == 0) return 0;                                                                                   \
-    const int wide = kind == 2;                                                                                \
-    const int64_t LO = out_bits == 16 ? INT16_MIN : INT32_MIN, HI = out_bits == 16 ? INT16_MAX : INT32_MAX;    \
-    const __m256i lo = _mm256_set1_epi64x(LO), hi = _mm256_set1_epi64x(HI), one = _mm256_set1_epi64x(1);       \
-    const __m256i sign = _mm256_set1_epi64x(INT64_MIN), s31 = _mm256_set1_epi64x(31);                          \
-    const long vec = count & ~3L;                                                                              \
-    for (long row = 0; row < rows; row++, x = (const char *)x + count * (in_bits / 8), y = (char *)y + y_stride * (out_bits / 8)) { \
-        /* Channel c of element i (width 1: all 0); the vector loop keeps c for its first lane. */              \
+// The rows of the vectorized rescale with the input and output widths, the product's form and
+// the channel layout (WK 0: one channel, 1: a multiple of 4, 2: other) given: constants where a
+// case names them, so the loop has no branch on them.
+#define RESCALE_ROWS(RESCALE4, RESCALE4_WIDE, STORE4, IN_BITS, OUT_BITS, WIDE, WK)                             \
+    for (long row = 0; row < rows; row++, x = (const char *)x + count * ((IN_BITS) / 8), y = (char *)y + y_stride * ((OUT_BITS) / 8)) { \
+        /* Channel c of element i (one channel: all 0); the vector loop keeps c for its first lane. */         \
         long c = 0;                                                                                            \
         for (long i = 0; i < vec; i += 4) {                                                                    \
             __m256i mm, sh;                                                                                    \
-            if (width == 1) {                                                                                  \
+            if ((WK) == 0) {                                                                                   \
                 mm = _mm256_set1_epi64x(m[0]);                                                                 \
                 sh = _mm256_set1_epi64x(s[0]);                                                                 \
-            } else if (width % 4 == 0) {                                                                       \
+            } else if ((WK) == 1) {                                                                            \
                 mm = _mm256_loadu_si256((const __m256i *)(m + c));                                             \
                 sh = _mm256_cvtepi32_epi64(_mm_loadu_si128((const __m128i *)(s + c)));                         \
             } else {                                                                                           \
@@ -872,51 +871,79 @@ static int rescale_vector_kind(const void *x, int in_bits, long count, int width
             }                                                                                                  \
             /* 2^(s−1), and 0 where s = 0 (a shift count of 2^64 − 1 gives 0). */                              \
             __m256i half = _mm256_sllv_epi64(one, _mm256_sub_epi64(sh, one));                                  \
-            __m256i v = load4_i64(x, in_bits, i), r;                                                           \
-            if (wide) {                                                                                        \
+            __m256i v = load4_i64(x, (IN_BITS), i), r;                                                         \
+            if (WIDE) {                                                                                        \
                 __m256i sw = _mm256_sub_epi64(sh, s31);                                                        \
                 r = RESCALE4_WIDE(v, mm, half, sw, _mm256_srlv_epi64(sign, sw));                               \
             } else {                                                                                           \
                 r = RESCALE4(v, mm, half, sh, _mm256_srlv_epi64(sign, sh));                                    \
             }                                                                                                  \
-            STORE4(r, lo, hi, out_bits, y, i);                                                                 \
-            if (width > 1) { c += 4; while (c >= width) c -= width; }                                          \
+            STORE4(r, lo, hi, (OUT_BITS), y, i);                                                               \
+            if ((WK) != 0) { c += 4; while (c >= width) c -= width; }                                          \
         }                                                                                                      \
         for (long i = vec; i < count; i++) {                                                                   \
-            int64_t v = in_bits == 16 ? ((const int16_t *)x)[i] : in_bits == 32 ? ((const int32_t *)x)[i] : ((const int64_t *)x)[i]; \
+            int64_t v = (IN_BITS) == 16 ? ((const int16_t *)x)[i] : (IN_BITS) == 32 ? ((const int32_t *)x)[i] : ((const int64_t *)x)[i]; \
             int ch = width == 1 ? 0 : (int)(i % width);                                                        \
             v = rescale_one(v, m[ch], s[ch]);                                                                  \
             v = v < LO ? LO : v > HI ? HI : v;                                                                 \
-            if (out_bits == 16) ((int16_t *)y)[i] = (int16_t)v; else ((int32_t *)y)[i] = (int32_t)v;           \
+            if ((OUT_BITS) == 16) ((int16_t *)y)[i] = (int16_t)v; else ((int32_t *)y)[i] = (int32_t)v;         \
         }                                                                                                      \
     }                                                                                                          \
     return 1;
 
+// The vectorized rescale for 16/32/64-bit inputs and 16/32-bit outputs, per tensor or per
+// channel. `rows` runs of `count` inputs, contiguous, into rows `y_stride` outputs apart
+// (count % width == 0, so each run starts at channel 0); min_shift from vector_min_shift. Written
+// once, compiled twice: with AVX2's rescale4/rescale4_wide/store4, and with their AVX-512VL
+// forms (same integers). The cases the graphs run most (i64 and i32 inputs) have loops of their own.
+#define RESCALE_VECTOR(R4, R4W, S4)                                                                            \
+    const int kind = rescale_vector_kind(x, in_bits, count, min_shift, out_bits, rows);                        \
+    if (kind == 0) return 0;                                                                                   \
+    const int wide = kind == 2, wk = width == 1 ? 0 : width % 4 == 0 ? 1 : 2;                                  \
+    const int64_t LO = out_bits == 16 ? INT16_MIN : INT32_MIN, HI = out_bits == 16 ? INT16_MAX : INT32_MAX;    \
+    const __m256i lo = _mm256_set1_epi64x(LO), hi = _mm256_set1_epi64x(HI), one = _mm256_set1_epi64x(1);       \
+    const __m256i sign = _mm256_set1_epi64x(INT64_MIN), s31 = _mm256_set1_epi64x(31);                          \
+    const long vec = count & ~3L;                                                                              \
+    if (in_bits == 64 && wk < 2) {                                                                             \
+        if (out_bits == 16) {                                                                                  \
+            if (wide) { if (wk == 0) { RESCALE_ROWS(R4, R4W, S4, 64, 16, 1, 0) } else { RESCALE_ROWS(R4, R4W, S4, 64, 16, 1, 1) } } \
+            else { if (wk == 0) { RESCALE_ROWS(R4, R4W, S4, 64, 16, 0, 0) } else { RESCALE_ROWS(R4, R4W, S4, 64, 16, 0, 1) } } \
+        } else {                                                                                               \
+            if (wide) { if (wk == 0) { RESCALE_ROWS(R4, R4W, S4, 64, 32, 1, 0) } else { RESCALE_ROWS(R4, R4W, S4, 64, 32, 1, 1) } } \
+            else { if (wk == 0) { RESCALE_ROWS(R4, R4W, S4, 64, 32, 0, 0) } else { RESCALE_ROWS(R4, R4W, S4, 64, 32, 0, 1) } } \
+        }                                                                                                      \
+    }                                                                                                          \
+    if (in_bits == 32 && wk < 2) {                                                                             \
+        if (out_bits == 16) { if (wk == 0) { RESCALE_ROWS(R4, R4W, S4, 32, 16, 0, 0) } else { RESCALE_ROWS(R4, R4W, S4, 32, 16, 0, 1) } } \
+        else { if (wk == 0) { RESCALE_ROWS(R4, R4W, S4, 32, 32, 0, 0) } else { RESCALE_ROWS(R4, R4W, S4, 32, 32, 0, 1) } } \
+    }                                                                                                          \
+    RESCALE_ROWS(R4, R4W, S4, in_bits, out_bits, wide, wk)
+
 __attribute__((target("avx2")))
 static int rescale_vector_avx2(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
-                               int out_bits, void *y, long rows, long y_stride) {
+                               int out_bits, void *y, long rows, long y_stride, int min_shift) {
     RESCALE_VECTOR(rescale4, rescale4_wide, store4)
 }
 
 __attribute__((target("avx2,avx512f,avx512vl")))
 static int rescale_vector_avx512(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
-                                 int out_bits, void *y, long rows, long y_stride) {
+                                 int out_bits, void *y, long rows, long y_stride, int min_shift) {
     RESCALE_VECTOR(rescale4_avx512, rescale4_wide_avx512, store4_avx512)
 }
 
 // The vectorized rescale: its AVX-512VL form where the AVX-512 kernels run (zo_has_vnni), else
 // AVX2's. Returns 0, having written nothing, when it cannot run.
 static int rescale_vector(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
-                        int out_bits, void *y, long rows, long y_stride) {
-    return zo_has_vnni() ? rescale_vector_avx512(x, in_bits, count, width, m, s, out_bits, y, rows, y_stride)
-                         : rescale_vector_avx2(x, in_bits, count, width, m, s, out_bits, y, rows, y_stride);
+                          int out_bits, void *y, long rows, long y_stride, int min_shift) {
+    return zo_has_vnni() ? rescale_vector_avx512(x, in_bits, count, width, m, s, out_bits, y, rows, y_stride, min_shift)
+                         : rescale_vector_avx2(x, in_bits, count, width, m, s, out_bits, y, rows, y_stride, min_shift);
 }
 #endif
 
 void zo_rescale(const void *x, int in_bits, long count, int width, const int64_t *m, const int32_t *s,
                 int out_bits, void *y) {
 #if defined(__x86_64__)
-    if (zo_has_avx2() && count % width == 0 && rescale_vector(x, in_bits, count, width, m, s, out_bits, y, 1, count)) return;
+    if (zo_has_avx2() && count % width == 0 && rescale_vector(x, in_bits, count, width, m, s, out_bits, y, 1, count, vector_min_shift(width, m, s))) return;
 #endif
     switch (in_bits) {
     case 8: ZO_RESCALE_OUT(int8_t); break;
