@@ -115,8 +115,10 @@ public struct EditLayout: Sendable {
     // Static layout: each prompt is left-padded so that every subject row sits at position C.
     /// C: rows before the subject (the prefix the cache holds), the same for every prompt.
     public var cacheLength: Int { subjectRows.max() ?? 0 }
-    /// Rows from the subject's last token on (the suffix every step recomputes).
-    public var suffixLength: Int { zip(sequences, subjectRows).map { $0.count - $1 }.max() ?? 0 }
+    /// Per prompt, its rows from the subject's last token on (the suffix every step recomputes).
+    public var suffixLengths: [Int] { zip(sequences, subjectRows).map { $0.count - $1 } }
+    /// The longest suffix: the rows a step graph runs per prompt.
+    public var suffixLength: Int { suffixLengths.max() ?? 0 }
     /// Left padding of each prompt.
     public var offsets: [Int] { subjectRows.map { cacheLength - $0 } }
 
@@ -274,7 +276,8 @@ public final class ZOEditor {
         let shape = ForwardShape(batch: copies * layout.sequences.count, seqLen: rows, cacheLen: first, injectLayer: settings.layer,
                                  scored: ScoredRows(copies: copies, rows: layout.scoredRows(first: first)),
                                  padMask: layout.mask(copies: copies, first: first, rows: rows), logits: logits,
-                                 startLayer: cached ? settings.layer : nil, loss: loss, cacheBatch: cached ? layout.sequences.count : nil)
+                                 startLayer: cached ? settings.layer : nil, loss: loss, cacheBatch: cached ? layout.sequences.count : nil,
+                                 packing: cached ? RowPacking(copies: copies, lengths: layout.suffixLengths, seqLen: T) : nil)
         return try c.lower(name, shape)
     }
 

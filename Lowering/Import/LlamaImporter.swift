@@ -28,6 +28,9 @@ public struct ForwardShape: Hashable, Sendable {
     /// copy's prompts), repeated for each copy of the batch (copy-major) inside the graph, next to
     /// the matmuls that read them: the host binds a cache once, not once per copy.
     public var cacheBatch: Int?
+    /// Editing, a graph that starts at the subject (startLayer): each prompt's real rows, the rest
+    /// of its T rows right padding. Row-wise ops then run on the real rows only (RowPacking).
+    public var packing: RowPacking?
 
     /// Whether the function returns logits.
     public var logits: Bool
@@ -50,16 +53,39 @@ public struct ForwardShape: Hashable, Sendable {
     /// A decode function (cacheLen > 0 without padMask) always returns its new keys and values.
     public init(batch: Int = 1, seqLen: Int, cacheLen: Int = 0, emitCache: Bool = false,
                 injectLayer: Int? = nil, scored: ScoredRows? = nil, probeLayer: Int? = nil, padMask: [Float]? = nil, logits: Bool = true,
-                startLayer: Int? = nil, exportLayer: Int? = nil, loss: LossHead? = nil, separateCache: Bool = false, cacheBatch: Int? = nil) {
+                startLayer: Int? = nil, exportLayer: Int? = nil, loss: LossHead? = nil, separateCache: Bool = false, cacheBatch: Int? = nil,
+                packing: RowPacking? = nil) {
         self.batch = batch; self.seqLen = seqLen; self.cacheLen = cacheLen; self.emitCache = emitCache || (cacheLen > 0 && padMask == nil)
         self.injectLayer = injectLayer; self.scored = scored; self.probeLayer = probeLayer; self.padMask = padMask; self.logits = logits
         self.startLayer = startLayer; self.exportLayer = exportLayer; self.loss = loss
         self.separateCache = separateCache || padMask != nil
         self.cacheBatch = cacheBatch
+        self.packing = packing.flatMap { $0.isTrivial ? nil : $0 }
     }
 
     /// The first layer the function runs whole.
     var firstWholeLayer: Int { startLayer.map { $0 + 1 } ?? 0 }
+}
+
+/// The rows of an editing graph's prompts that hold tokens: prompt p's first `lengths[p]` of its
+/// `seqLen` rows (the rest is right padding, which no real row attends to: the mask is causal).
+/// Packed, a [copies · P, T, W] tensor is [copies, Σ lengths, W]: per copy, each prompt's real
+/// rows one after another. Row-wise ops (norms, projections, the MLP, residual adds) run packed;
+/// the attention between them runs on the padded layout, each prompt's padding filled with
+/// copies of its last real row (what the padding rows compute is never read). The KL prompt
+/// ("{subject} is a") is 3 rows where the rewrite prompts are 7–13: a sixth of a step's rows.
+public struct RowPacking: Hashable, Sendable {
+    public var copies: Int
+    public var lengths: [Int]
+    public var seqLen: Int
+    public init(copies: Int, lengths: [Int], seqLen: Int) {
+        precondition(lengths.allSatisfy { (1...seqLen).contains($0) }, "each prompt holds 1...seqLen rows")
+        self.copies = copies; self.lengths = lengths; self.seqLen = seqLen
+    }
+    var isTrivial: Bool { lengths.allSatisfy { $0 == seqLen } }
+    var packedRows: Int { lengths.reduce(0, +) }
+    /// Where prompt p's rows start in a packed copy.
+    var starts: [Int] { lengths.indices.map { lengths[..<$0].reduce(0, +) } }
 }
 
 /// The rows whose logits an editing graph returns. The batch is `copies` × prompts, copy-major
@@ -219,15 +245,22 @@ public final class LlamaImporter {
             }
         }
         var h = x0
+        var packedFFN = ffnOut, packedDelta = delta
+        if let pk = shape.packing {
+            precondition(shape.startLayer != nil && pk.copies * pk.lengths.count == B && pk.seqLen == T, "row packing is for step graphs [copies · P, T, …]")
+            h = try pack(f, h, pk)
+            packedFFN = try ffnOut.map { try pack(f, $0, pk) }
+            packedDelta = try delta.map { try pack(f, $0, pk) }
+        }
         var newKV: [Int: (Value, Value)] = [:]
         for l in (shape.startLayer ?? 0)..<c.layers {
             var m: Value
-            if l == shape.startLayer, let given = ffnOut {
+            if l == shape.startLayer, let given = packedFFN {
                 m = given
             } else {
                 f.loc = "blk.\(l).attn"
                 let (attnOut, k, v) = try attention(f, layer: l, h, cos: cos, sin: sin, mask: mask, cache: C > 0 ? caches[l] : nil, B: B, T: T,
-                                                    split: shape.separateCache)
+                                                    split: shape.separateCache, packing: shape.packing)
                 h = try f.emit(.add, [h, attnOut])
                 newKV[l] = (k, v)
                 f.loc = "blk.\(l).ffn"
@@ -238,7 +271,7 @@ public final class LlamaImporter {
                     builder.setAttribute("wide_results.\(f.function.name)", .string("attn_residual,ffn_out"))
                 }
             }
-            if shape.injectLayer == l, let delta = delta {
+            if shape.injectLayer == l, let delta = packedDelta {
                 // Its own location, so the calibrated ranges of the block's ops keep their keys.
                 f.loc = "edit.inject"
                 m = try f.emit(.add, [m, delta])
@@ -249,7 +282,7 @@ public final class LlamaImporter {
         }
         if let sc = shape.scored {
             f.loc = "edit.scored"
-            h = try scoredRows(f, h, sc, T: T)
+            h = try scoredRows(f, h, sc, T: T, packing: shape.packing)
         }
         if shape.logits || shape.loss != nil {
             f.loc = "head"
@@ -269,9 +302,51 @@ public final class LlamaImporter {
 
     func w(_ f: FunctionBuilder, _ name: String) throws -> Value { try f.constant(name) }
 
+    /// x [copies · P, T, …, W] (any rows of width W) packed to [copies, Σ lengths, W] (RowPacking):
+    /// slices of each run of prompts, joined. Its own location: the ops around keep their ordinals.
+    func pack(_ f: FunctionBuilder, _ x: Value, _ pk: RowPacking) throws -> Value {
+        let W = x.type.shape.last!, T = pk.seqLen, loc = f.loc
+        f.loc = "edit.rows"
+        defer { f.loc = loc }
+        let grouped = try f.emit(.reshape, [x], ["shape": .ints([pk.copies, pk.lengths.count * T, W])])
+        var parts: [Value] = [], p = 0
+        while p < pk.lengths.count {
+            // Prompts that fill all T rows, and the one after them, are one slice.
+            var q = p
+            while q + 1 < pk.lengths.count && pk.lengths[q] == T { q += 1 }
+            let rows = (q - p) * T + pk.lengths[q]
+            parts.append(try f.emit(.slice, [grouped], ["begin": .ints([0, p * T, 0]), "size": .ints([pk.copies, rows, W])]))
+            p = q + 1
+        }
+        return parts.count == 1 ? parts[0] : try f.emit(.concat, parts, ["axis": .int(1)])
+    }
+
+    /// x [copies, Σ lengths, W] back to the padded [copies · P, T, W]: each prompt's padding rows
+    /// are copies of its last real row.
+    func unpack(_ f: FunctionBuilder, _ x: Value, _ pk: RowPacking) throws -> Value {
+        let W = x.type.shape.last!, T = pk.seqLen, loc = f.loc
+        f.loc = "edit.rows"
+        defer { f.loc = loc }
+        var parts: [Value] = [], p = 0
+        let starts = pk.starts
+        while p < pk.lengths.count {
+            var q = p
+            while q + 1 < pk.lengths.count && pk.lengths[q] == T { q += 1 }
+            let rows = (q - p) * T + pk.lengths[q]
+            parts.append(try f.emit(.slice, [x], ["begin": .ints([0, starts[p], 0]), "size": .ints([pk.copies, rows, W])]))
+            if pk.lengths[q] < T {
+                let last = try f.emit(.slice, [x], ["begin": .ints([0, starts[q] + pk.lengths[q] - 1, 0]), "size": .ints([pk.copies, 1, W])])
+                parts += Array(repeating: last, count: T - pk.lengths[q])
+            }
+            p = q + 1
+        }
+        let padded = parts.count == 1 ? parts[0] : try f.emit(.concat, parts, ["axis": .int(1)])
+        return try f.emit(.reshape, [padded], ["shape": .ints([pk.copies * pk.lengths.count, T, W])])
+    }
+
     /// Self-attention of one block; returns its output [B, T, D] and this call's keys and values [B, kvh, T, hd].
     func attention(_ f: FunctionBuilder, layer l: Int, _ x: Value, cos: Value, sin: Value, mask: Value,
-                   cache: (Value, Value)?, B: Int, T: Int, split: Bool = false) throws -> (Value, Value, Value) {
+                   cache: (Value, Value)?, B: Int, T: Int, split: Bool = false, packing: RowPacking? = nil) throws -> (Value, Value, Value) {
         let c = config
         let p = "blk.\(l)."
         let hd = c.headDim, kvh = c.kvHeads, g = c.heads / c.kvHeads
@@ -279,7 +354,8 @@ public final class LlamaImporter {
         func proj(_ which: String, heads: Int) throws -> Value {
             var ops = [n, try w(f, p + "attn_\(which).weight")]
             if c.qkvBias { ops.append(try w(f, p + "attn_\(which).bias")) }
-            let y = try f.emit(.fullyConnected, ops)
+            var y = try f.emit(.fullyConnected, ops)
+            if let pk = packing { y = try unpack(f, y, pk) }
             let r = try f.emit(.reshape, [y], ["shape": .ints([B, T, heads, hd])])
             return try f.emit(.transpose, [r], ["perm": .ints([0, 2, 1, 3])])
         }
@@ -332,6 +408,7 @@ public final class LlamaImporter {
         a = try f.emit(.reshape, [a], ["shape": .ints([B, c.heads, T, hd])])
         a = try f.emit(.transpose, [a], ["perm": .ints([0, 2, 1, 3])])
         a = try f.emit(.reshape, [a], ["shape": .ints([B, T, c.hidden])])
+        if let pk = packing { a = try pack(f, a, pk) }
         let o = try f.emit(.fullyConnected, [a, w(f, p + "attn_output.weight")])
         return (o, k, v)
     }
@@ -349,9 +426,16 @@ public final class LlamaImporter {
         return down
     }
 
-    /// The scored rows of h [copies·P, T, D], gathered by static slices into [copies, N, D].
-    func scoredRows(_ f: FunctionBuilder, _ h: Value, _ sc: ScoredRows, T: Int) throws -> Value {
+    /// The scored rows of h [copies·P, T, D] (packed: [copies, Σ lengths, D]), gathered by static
+    /// slices into [copies, N, D].
+    func scoredRows(_ f: FunctionBuilder, _ h: Value, _ sc: ScoredRows, T: Int, packing: RowPacking? = nil) throws -> Value {
         let D = config.hidden, P = sc.rows.count
+        if let pk = packing {
+            let parts = try zip(sc.rows, pk.starts).filter { !$0.0.isEmpty }.map { r, start in
+                try f.emit(.slice, [h], ["begin": .ints([0, start + r.lowerBound, 0]), "size": .ints([sc.copies, r.count, D])])
+            }
+            return parts.count == 1 ? parts[0] : try f.emit(.concat, parts, ["axis": .int(1)])
+        }
         let grouped = try f.emit(.reshape, [h], ["shape": .ints([sc.copies, P, T, D])])
         var parts: [Value] = []
         for (p, r) in sc.rows.enumerated() where !r.isEmpty {

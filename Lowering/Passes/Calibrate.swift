@@ -180,9 +180,22 @@ public struct CalibrationTable: Sendable {
         }
     }
 
+    /// Per-channel ranges of fully_connected inputs. An input that is a reshape, slice or concat
+    /// no calibration saw (an editing graph's row packing) has the channels of what it moves (the
+    /// last axis is kept): its first operand's, looked through.
     func channelRanges(for f: Function) -> [Int: [Double]] {
         var out: [Int: [Double]] = [:]
-        for (v, k) in Self.keys(f) { if let c = channelsByKey[k] { out[v] = c } }
+        let keys = Self.keys(f)
+        for (v, k) in keys { if let c = channelsByKey[k] { out[v] = c } }
+        for op in f.ops where op.kind == .fullyConnected && out[op.operands[0]] == nil {
+            var v = op.operands[0]
+            while v >= f.params.count, out[v] == nil, case let src = f.ops[v - f.params.count],
+                  [.reshape, .slice, .concat].contains(src.kind), src.attributes["range"] == nil, let first = src.operands.first,
+                  f.type(of: first).shape.last == f.type(of: v).shape.last {
+                v = first
+            }
+            if let c = out[v] { out[op.operands[0]] = c }
+        }
         return out
     }
 

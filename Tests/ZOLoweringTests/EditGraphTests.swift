@@ -123,6 +123,9 @@ final class EditGraphTests: XCTestCase {
         let stepOps = cached.interpreter.module.function(cached.name)!.ops
         XCTAssertFalse(stepOps.contains { $0.loc.map(early.contains) ?? false })
         XCTAssertTrue(stepOps.contains { $0.loc == "blk.\(s.layer + 1).attn" })
+        // Row-wise ops run on each prompt's real rows only: the KL prompt is shorter than the rest.
+        XCTAssertLessThan(try XCTUnwrap(layout.suffixLengths.last), layout.suffixLength, "nothing to pack on this record")
+        XCTAssertTrue(stepOps.contains { $0.loc == "edit.rows" }, "the step function runs the KL prompt's padding rows")
         // The caches are bound once, for one copy: the step function repeats them for each copy.
         let stepFunction = try XCTUnwrap(cached.interpreter.module.function(cached.name))
         let kc = try XCTUnwrap(stepFunction.params.firstIndex { $0.name == "k_cache.\(s.layer + 1)" })
