@@ -73,7 +73,7 @@ public struct ForwardShape: Hashable, Sendable {
 /// rows one after another. Row-wise ops (norms, projections, the MLP, residual adds) run packed;
 /// the attention between them runs on the padded layout, each prompt's padding filled with
 /// copies of its last real row (what the padding rows compute is never read). The KL prompt
-/// ("{subject} is a") is 3 rows where the rewrite prompts are 7–13: a sixth of a step's rows.
+/// ("{subject} is a") has 3 rows where the rewrite prompts have 4–13 (record 8: 8 of 44 a copy).
 public struct RowPacking: Hashable, Sendable {
     public var copies: Int
     public var lengths: [Int]
@@ -83,9 +83,21 @@ public struct RowPacking: Hashable, Sendable {
         self.copies = copies; self.lengths = lengths; self.seqLen = seqLen
     }
     var isTrivial: Bool { lengths.allSatisfy { $0 == seqLen } }
-    var packedRows: Int { lengths.reduce(0, +) }
     /// Where prompt p's rows start in a packed copy.
     var starts: [Int] { lengths.indices.map { lengths[..<$0].reduce(0, +) } }
+    /// The prompts one slice moves: a run of prompts that fill all T rows and the one after it.
+    var runs: [ClosedRange<Int>] {
+        var out: [ClosedRange<Int>] = [], p = 0
+        while p < lengths.count {
+            var q = p
+            while q + 1 < lengths.count && lengths[q] == seqLen { q += 1 }
+            out.append(p...q)
+            p = q + 1
+        }
+        return out
+    }
+    /// The real rows of a run.
+    func rows(_ run: ClosedRange<Int>) -> Int { (run.count - 1) * seqLen + lengths[run.upperBound] }
 }
 
 /// The rows whose logits an editing graph returns. The batch is `copies` × prompts, copy-major
@@ -309,14 +321,8 @@ public final class LlamaImporter {
         f.loc = "edit.rows"
         defer { f.loc = loc }
         let grouped = try f.emit(.reshape, [x], ["shape": .ints([pk.copies, pk.lengths.count * T, W])])
-        var parts: [Value] = [], p = 0
-        while p < pk.lengths.count {
-            // Prompts that fill all T rows, and the one after them, are one slice.
-            var q = p
-            while q + 1 < pk.lengths.count && pk.lengths[q] == T { q += 1 }
-            let rows = (q - p) * T + pk.lengths[q]
-            parts.append(try f.emit(.slice, [grouped], ["begin": .ints([0, p * T, 0]), "size": .ints([pk.copies, rows, W])]))
-            p = q + 1
+        let parts = try pk.runs.map { run in
+            try f.emit(.slice, [grouped], ["begin": .ints([0, run.lowerBound * T, 0]), "size": .ints([pk.copies, pk.rows(run), W])])
         }
         return parts.count == 1 ? parts[0] : try f.emit(.concat, parts, ["axis": .int(1)])
     }
@@ -327,18 +333,15 @@ public final class LlamaImporter {
         let W = x.type.shape.last!, T = pk.seqLen, loc = f.loc
         f.loc = "edit.rows"
         defer { f.loc = loc }
-        var parts: [Value] = [], p = 0
+        var parts: [Value] = []
         let starts = pk.starts
-        while p < pk.lengths.count {
-            var q = p
-            while q + 1 < pk.lengths.count && pk.lengths[q] == T { q += 1 }
-            let rows = (q - p) * T + pk.lengths[q]
-            parts.append(try f.emit(.slice, [x], ["begin": .ints([0, starts[p], 0]), "size": .ints([pk.copies, rows, W])]))
+        for run in pk.runs {
+            parts.append(try f.emit(.slice, [x], ["begin": .ints([0, starts[run.lowerBound], 0]), "size": .ints([pk.copies, pk.rows(run), W])]))
+            let q = run.upperBound
             if pk.lengths[q] < T {
                 let last = try f.emit(.slice, [x], ["begin": .ints([0, starts[q] + pk.lengths[q] - 1, 0]), "size": .ints([pk.copies, 1, W])])
                 parts += Array(repeating: last, count: T - pk.lengths[q])
             }
-            p = q + 1
         }
         let padded = parts.count == 1 ? parts[0] : try f.emit(.concat, parts, ["axis": .int(1)])
         return try f.emit(.reshape, [padded], ["shape": .ints([pk.copies * pk.lengths.count, T, W])])

@@ -185,16 +185,16 @@ public struct CalibrationTable: Sendable {
     /// last axis is kept): its first operand's, looked through.
     func channelRanges(for f: Function) -> [Int: [Double]] {
         var out: [Int: [Double]] = [:]
-        let keys = Self.keys(f)
-        for (v, k) in keys { if let c = channelsByKey[k] { out[v] = c } }
+        for (v, k) in Self.keys(f) { if let c = channelsByKey[k] { out[v] = c } }
+        func moved(_ v: Int) -> Int {
+            guard v >= f.params.count, out[v] == nil else { return v }
+            let op = f.ops[v - f.params.count]
+            guard [.reshape, .slice, .concat].contains(op.kind), let first = op.operands.first,
+                  f.type(of: first).shape.last == f.type(of: v).shape.last else { return v }
+            return moved(first)
+        }
         for op in f.ops where op.kind == .fullyConnected && out[op.operands[0]] == nil {
-            var v = op.operands[0]
-            while v >= f.params.count, out[v] == nil, case let src = f.ops[v - f.params.count],
-                  [.reshape, .slice, .concat].contains(src.kind), src.attributes["range"] == nil, let first = src.operands.first,
-                  f.type(of: first).shape.last == f.type(of: v).shape.last {
-                v = first
-            }
-            if let c = out[v] { out[op.operands[0]] = c }
+            if let c = out[moved(op.operands[0])] { out[op.operands[0]] = c }
         }
         return out
     }
