@@ -172,7 +172,7 @@ static void fc_avx2(const int16_t *x, int rows, int k, const int8_t *w, int n, i
 int zo_has_avx2(void) {
 #if defined(__x86_64__)
     static int cached = -1;
-    if (cached < 0) { __builtin_cpu_init(); cached = __builtin_cpu_supports("avx2") ? 1 : 0; }
+    if (cached < 0) { __builtin_cpu_init(); cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1 : 0; }
     return cached;
 #else
     return 0;
@@ -482,7 +482,7 @@ static void pack_group_avx2(const int8_t *w0, size_t stride, int bits, int k, in
 #endif
 
 static void pack_block_tile(const int8_t *w, int bits, const int16_t *scale, const int16_t *offset, int k, int kb, int j0, int groups,
-                            int8_t *pw, int32_t *ps, int32_t *po) {
+                            int8_t *pw, double *ps, double *po) {
     const size_t stride = bits == 8 ? (size_t)k : (size_t)k / 2;
 #if defined(__x86_64__)
     if (zo_has_avx2() && k % 32 == 0) {
@@ -519,15 +519,16 @@ static void pack_block_tile(const int8_t *w, int bits, const int16_t *scale, con
 }
 
 #if defined(__x86_64__)
-// Rows x0..x3 (int16 [k]; sums: their block sums [4][kb]) × the 16 outputs of packed groups g0
-// and g0 + 1; results go to out[q][0..15] (int64). Written once, compiled twice: MADD(acc, x, w)
-// adds the pairwise products of x and w to acc's int32 lanes (vpmaddwd + vpaddd, or one vpdpwssd
-// where the CPU has AVX-512 VNNI: the same wrapping int32 sums).
-#define BLOCK_FC_PACKED_4X16(MADD)                                                                            \
+// Rows x0..x3 (int16 [k]; sums: their block sums [4][kb], as doubles) × the 16 outputs of packed
+// groups g0 and g0 + 1; results go to out[q][0..15] (int64). Written once, compiled twice:
+// MADD(acc, x, w) adds the pairwise products of x and w to acc's int32 lanes (vpmaddwd + vpaddd,
+// or one vpdpwssd where the CPU has AVX-512 VNNI: the same wrapping int32 sums). Each block's
+// int32 sums are then scaled and offset in f64 FMAs, which are exact: every term and partial
+// total is an integer below 2^53 (block_fc_packed checks k), and an FMA of exact integers rounds
+// nothing. That is 3 f64 ops per 8 outputs on AVX-512 (7 on AVX2) where int64 needed 9.
+#define BLOCK_FC_PACKED_4X16(MADD, TOTALS)                                                                    \
     const size_t gw = (size_t)k * 8, gs = (size_t)kb * 8;                                                    \
-    /* Totals: [row][group][even, odd] lanes (outputs 0,2,4,6 / 1,3,5,7 of the group), int64. */            \
-    __m256i tot[4][2][2];                                                                                    \
-    for (int q = 0; q < 4; q++) for (int g = 0; g < 2; g++) tot[q][g][0] = tot[q][g][1] = _mm256_setzero_si256(); \
+    TOTALS##_DECLARE                                                                                         \
     for (int b = 0; b < kb; b++) {                                                                           \
         __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00; \
         const int8_t *w0 = pw + (size_t)b * block * 8, *w1 = w0 + gw;                                        \
@@ -542,40 +543,48 @@ static void pack_block_tile(const int8_t *w, int bits, const int16_t *scale, con
         }                                                                                                    \
         const __m256i acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};                         \
         for (int g = 0; g < 2; g++) {                                                                        \
-            const __m256i sc = _mm256_loadu_si256((const __m256i *)(ps + g * gs + (size_t)b * 8)), sco = _mm256_srli_epi64(sc, 32); \
-            const __m256i of = _mm256_loadu_si256((const __m256i *)(po + g * gs + (size_t)b * 8)), ofo = _mm256_srli_epi64(of, 32); \
-            for (int q = 0; q < 4; q++) {                                                                    \
-                const __m256i s = _mm256_set1_epi32(sums[(size_t)q * kb + b]);                               \
-                tot[q][g][0] = _mm256_add_epi64(tot[q][g][0], _mm256_add_epi64(_mm256_mul_epi32(acc[q][g], sc), _mm256_mul_epi32(s, of))); \
-                tot[q][g][1] = _mm256_add_epi64(tot[q][g][1],                                                \
-                                                _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(acc[q][g], 32), sco), _mm256_mul_epi32(s, ofo))); \
-            }                                                                                                \
+            const double *sc = ps + g * gs + (size_t)b * 8, *of = po + g * gs + (size_t)b * 8;               \
+            for (int q = 0; q < 4; q++) TOTALS##_ADD(q, g, acc[q][g], sc, of, sums[(size_t)q * kb + b])      \
         }                                                                                                    \
     }                                                                                                        \
     for (int q = 0; q < 4; q++)                                                                              \
         for (int g = 0; g < 2; g++) {                                                                        \
-            int64_t e[4], o[4];                                                                              \
-            _mm256_storeu_si256((__m256i *)e, tot[q][g][0]);                                                 \
-            _mm256_storeu_si256((__m256i *)o, tot[q][g][1]);                                                 \
-            for (int t = 0; t < 4; t++) { out[q][8 * g + 2 * t] = e[t]; out[q][8 * g + 2 * t + 1] = o[t]; } \
+            double t[8];                                                                                     \
+            TOTALS##_STORE(t, q, g)                                                                          \
+            for (int c = 0; c < 8; c++) out[q][8 * g + c] = (int64_t)t[c];                                   \
         }
+
+// Totals of 8 outputs in two __m256d (AVX2 + FMA) or one __m512d (AVX-512).
+#define F64X4_DECLARE __m256d tot[4][2][2]; \
+    for (int q = 0; q < 4; q++) for (int g = 0; g < 2; g++) tot[q][g][0] = tot[q][g][1] = _mm256_setzero_pd();
+#define F64X4_ADD(q, g, a, sc, of, sum) {                                                                   \
+        const __m256d s = _mm256_set1_pd(sum);                                                               \
+        const __m256d lo = _mm256_cvtepi32_pd(_mm256_castsi256_si128(a)), hi = _mm256_cvtepi32_pd(_mm256_extracti128_si256(a, 1)); \
+        tot[q][g][0] = _mm256_fmadd_pd(s, _mm256_loadu_pd(of), _mm256_fmadd_pd(lo, _mm256_loadu_pd(sc), tot[q][g][0])); \
+        tot[q][g][1] = _mm256_fmadd_pd(s, _mm256_loadu_pd(of + 4), _mm256_fmadd_pd(hi, _mm256_loadu_pd(sc + 4), tot[q][g][1])); }
+#define F64X4_STORE(t, q, g) _mm256_storeu_pd(t, tot[q][g][0]); _mm256_storeu_pd(t + 4, tot[q][g][1]);
+#define F64X8_DECLARE __m512d tot[4][2]; \
+    for (int q = 0; q < 4; q++) for (int g = 0; g < 2; g++) tot[q][g] = _mm512_setzero_pd();
+#define F64X8_ADD(q, g, a, sc, of, sum) \
+    tot[q][g] = _mm512_fmadd_pd(_mm512_set1_pd(sum), _mm512_loadu_pd(of), _mm512_fmadd_pd(_mm512_cvtepi32_pd(a), _mm512_loadu_pd(sc), tot[q][g]));
+#define F64X8_STORE(t, q, g) _mm512_storeu_pd(t, tot[q][g]);
 
 #define MADD_AVX2(acc, x, w) _mm256_add_epi32(acc, _mm256_madd_epi16(x, w))
 #define MADD_VNNI(acc, x, w) _mm256_dpwssd_epi32(acc, x, w)
 
-typedef void (*packed_4x16_fn)(const int16_t *const xs[4], const int32_t *sums, int k, int kb, int block,
-                               const int8_t *pw, const int32_t *ps, const int32_t *po, int64_t out[4][16]);
+typedef void (*packed_4x16_fn)(const int16_t *const xs[4], const double *sums, int k, int kb, int block,
+                               const int8_t *pw, const double *ps, const double *po, int64_t out[4][16]);
 
-__attribute__((target("avx2")))
-static void block_fc_packed_4x16(const int16_t *const xs[4], const int32_t *sums, int k, int kb, int block,
-                                 const int8_t *pw, const int32_t *ps, const int32_t *po, int64_t out[4][16]) {
-    BLOCK_FC_PACKED_4X16(MADD_AVX2)
+__attribute__((target("avx2,fma")))
+static void block_fc_packed_4x16(const int16_t *const xs[4], const double *sums, int k, int kb, int block,
+                                 const int8_t *pw, const double *ps, const double *po, int64_t out[4][16]) {
+    BLOCK_FC_PACKED_4X16(MADD_AVX2, F64X4)
 }
 
-__attribute__((target("avx2,avx512f,avx512vl,avx512vnni")))
-static void block_fc_packed_4x16_vnni(const int16_t *const xs[4], const int32_t *sums, int k, int kb, int block,
-                                      const int8_t *pw, const int32_t *ps, const int32_t *po, int64_t out[4][16]) {
-    BLOCK_FC_PACKED_4X16(MADD_VNNI)
+__attribute__((target("avx2,fma,avx512f,avx512vl,avx512vnni")))
+static void block_fc_packed_4x16_vnni(const int16_t *const xs[4], const double *sums, int k, int kb, int block,
+                                      const int8_t *pw, const double *ps, const double *po, int64_t out[4][16]) {
+    BLOCK_FC_PACKED_4X16(MADD_VNNI, F64X8)
 }
 
 // Each thread's packed-tile buffer, kept between calls: a fresh buffer of ~200 KiB per call is a
@@ -609,10 +618,11 @@ static int block_fc_packed(const int16_t *x, int rows, int k, const int8_t *w, i
     const int tile = output_tile(k, 1) >= 16 ? output_tile(k, 1) & ~15 : 16;
     const packed_4x16_fn kernel = zo_has_vnni() ? block_fc_packed_4x16_vnni : block_fc_packed_4x16;
     int8_t *pw = packed_tile_buffer((size_t)tile * k);
-    int32_t *ps = malloc(sizeof(int32_t) * (size_t)tile * kb), *po = malloc(sizeof(int32_t) * (size_t)tile * kb);
+    double *ps = malloc(sizeof(double) * (size_t)tile * kb), *po = malloc(sizeof(double) * (size_t)tile * kb);
     int32_t *sums = malloc(sizeof(int32_t) * 4 * (size_t)kb);
+    double *sumsf = malloc(sizeof(double) * 4 * (size_t)kb);
     int64_t *scratch = malloc(sizeof(int64_t) * 4 * (size_t)tile);
-    if (!pw || !ps || !po || !sums || !scratch) { free(ps); free(po); free(sums); free(scratch); return -1; }
+    if (!pw || !ps || !po || !sums || !sumsf || !scratch) { free(ps); free(po); free(sums); free(sumsf); free(scratch); return -1; }
     for (int t0 = j0; t0 < j1; t0 += tile) {
         const int t1 = t0 + tile < j1 ? t0 + tile : j1, len = t1 - t0, packed = len & ~15;
         pack_block_tile(w, bits, scale, offset, k, kb, t0, packed / 8, pw, ps, po);
@@ -623,9 +633,10 @@ static int block_fc_packed(const int16_t *x, int rows, int k, const int8_t *w, i
                 xs[q] = x + (size_t)(r0 + (q < rr ? q : 0)) * k;
                 block_sums(xs[q], k, block, sums + (size_t)q * kb);
             }
+            for (int i = 0; i < 4 * kb; i++) sumsf[i] = sums[i];
             for (int g = 0; g < packed / 8; g += 2) {
                 int64_t out[4][16];
-                kernel(xs, sums, k, kb, block, pw + (size_t)g * k * 8, ps + (size_t)g * kb * 8, po + (size_t)g * kb * 8, out);
+                kernel(xs, sumsf, k, kb, block, pw + (size_t)g * k * 8, ps + (size_t)g * kb * 8, po + (size_t)g * kb * 8, out);
                 for (int q = 0; q < rr; q++)
                     for (int c = 0; c < 16; c++) {
                         const int j = t0 + 8 * g + c;
@@ -643,7 +654,7 @@ static int block_fc_packed(const int16_t *x, int rows, int k, const int8_t *w, i
             if (!o->raw) rescale_rows(scratch, rr, len, t0, r0, n, o);
         }
     }
-    free(ps); free(po); free(sums); free(scratch);
+    free(ps); free(po); free(sums); free(sumsf); free(scratch);
     return 0;
 }
 #endif
@@ -652,7 +663,8 @@ static int block_fc(const int16_t *x, int rows, int k, const int8_t *w, int bits
                     int block, int n, int j0, int j1, const fc_out *o) {
     if (block < 1 || block > 512 || k % block != 0 || (bits != 8 && bits != 4) || (bits == 4 && block % 2 != 0)) return -1;
 #if defined(__x86_64__)
-    if (zo_has_avx2() && rows >= 4 && block % 2 == 0 && j1 - j0 >= 16) return block_fc_packed(x, rows, k, w, bits, scale, offset, block, n, j0, j1, o);
+    // The packed kernel's f64 totals are exact while k·2^30·(2^7 + 1) < 2^53 (its comment).
+    if (zo_has_avx2() && rows >= 4 && block % 2 == 0 && j1 - j0 >= 16 && k < 65000) return block_fc_packed(x, rows, k, w, bits, scale, offset, block, n, j0, j1, o);
 #endif
     int32_t *sums = malloc(sizeof(int32_t) * 4 * (size_t)(k / block));
     if (!sums) return -1;
