@@ -210,15 +210,22 @@ final class IntKernelTests: XCTestCase {
     }
 
     func testMatmulIsExactInBothLayouts() throws {
-        let a = i16s(2 * 3 * 9), b = i16s(2 * 9 * 4)
-        for tb in [false, true] {
-            let bt = TensorType(.i16, tb ? [2, 4, 9] : [2, 9, 4])
-            let y = ints(try run(.matmul, [(TensorType(.i16, [2, 3, 9]), .i16(a)), (bt, .i16(b))], ["transpose_b": .bool(tb)]))
-            for bb in 0..<2 { for i in 0..<3 { for j in 0..<4 {
-                var acc: Int64 = 0
-                for l in 0..<9 { acc += Int64(a[bb * 27 + i * 9 + l]) * Int64(tb ? b[bb * 36 + j * 9 + l] : b[bb * 36 + l * 4 + j]) }
-                XCTAssertEqual(y[bb * 12 + i * 4 + j], acc)
-            } } }
+        // Small shapes; attention's (k = 64 head dims, k = 13 keys, n not a multiple of 4); k past the
+        // 240 inputs the int32 lanes take before they are widened (608; 600, not whole chunks of 16,
+        // takes the plain loop); every value −32768 (a pair of those overflows vpmaddwd's int32, which
+        // the byte split avoids).
+        for (batches, m, k, n, extreme) in [(2, 3, 9, 4, false), (3, 21, 64, 13, false), (3, 21, 13, 64, false), (2, 5, 608, 7, false), (2, 4, 608, 6, true), (2, 4, 600, 5, true)] {
+            let a = extreme ? Array(repeating: Int16.min, count: batches * m * k) : i16s(batches * m * k)
+            let b = extreme ? Array(repeating: Int16.min, count: batches * k * n) : i16s(batches * k * n)
+            for tb in [false, true] {
+                let bt = TensorType(.i16, tb ? [batches, n, k] : [batches, k, n])
+                let y = ints(try run(.matmul, [(TensorType(.i16, [batches, m, k]), .i16(a)), (bt, .i16(b))], ["transpose_b": .bool(tb)]))
+                for bb in 0..<batches { for i in 0..<m { for j in 0..<n {
+                    var acc: Int64 = 0
+                    for l in 0..<k { acc += Int64(a[(bb * m + i) * k + l]) * Int64(tb ? b[(bb * n + j) * k + l] : b[(bb * k + l) * n + j]) }
+                    XCTAssertEqual(y[(bb * m + i) * n + j], acc, "\(batches)×\(m)×\(k)×\(n) transpose_b \(tb) at [\(bb), \(i), \(j)]")
+                } } }
+            }
         }
     }
 
