@@ -11,6 +11,10 @@ public enum Threads {
         return max(1, ProcessInfo.processInfo.activeProcessorCount)
     }()
 
+    /// Elementwise ops, rescales, tables, row reductions and copies split between the threads
+    /// from this many elements on (one threshold for all of them).
+    public static let splitElements = 1 << 16
+
     /// body(p) for p in 0..<parts, split between `count` threads (CKernels' pool, whose workers
     /// stay awake between the ops of a graph); returns when all are done.
     public static func run(_ parts: Int, _ body: (Int) -> Void) {
@@ -189,7 +193,7 @@ enum IntKernels {
         return makeInteger(out.dtype, count: count) { y in
             withIntegerBytes(a) { ap, abits in
                 withIntegerBytes(b) { bp, bbits in
-                    let parts = count >= 1 << 16 && shape[0] >= 2 ? min(Threads.count, shape[0]) : 1
+                    let parts = count >= Threads.splitElements && shape[0] >= 2 ? min(Threads.count, shape[0]) : 1
                     let inner = count / shape[0]
                     Threads.run(parts) { p in
                         let r0 = shape[0] * p / parts, r1 = shape[0] * (p + 1) / parts
@@ -248,7 +252,7 @@ enum IntKernels {
         return makeInteger(out, count: count) { y in
             withIntegerBytes(d) { x, inBits in
                 let rows = count / max(width, 1)
-                let parts = count >= 1 << 16 && rows >= 2 ? min(Threads.count, rows) : 1
+                let parts = count >= Threads.splitElements && rows >= 2 ? min(Threads.count, rows) : 1
                 func part(_ p: Int) {
                     let r0 = rows * p / parts, r1 = rows * (p + 1) / parts
                     zo_rescale(x + r0 * width * inBits / 8, Int32(inBits), (r1 - r0) * width, Int32(width), m, s, Int32(outBits),
@@ -269,7 +273,7 @@ enum IntKernels {
     /// between the cores (the exp and reciprocal tables run over every attention score).
     static func table(_ x: [Int16], _ tbl: [Int16]) throws -> [Int32] {
         guard tbl.count == 513 else { throw KernelError("table has \(tbl.count) entries, not 513") }
-        let count = x.count, parts = count >= 1 << 16 ? Threads.count : 1
+        let count = x.count, parts = count >= Threads.splitElements ? Threads.count : 1
         return [Int32](unsafeUninitializedCapacity: count) { y, n in
             x.withUnsafeBufferPointer { xp in
                 tbl.withUnsafeBufferPointer { t in
@@ -341,7 +345,7 @@ enum IntKernels {
     static func eachRow<T, R>(_ a: [T], length n: Int, _ f: (UnsafeBufferPointer<T>) -> R) -> [R] {
         guard n > 0 else { return [] }
         let rowCount = a.count / n
-        let parts = a.count >= 1 << 16 && rowCount >= 2 ? min(Threads.count, rowCount) : 1
+        let parts = a.count >= Threads.splitElements && rowCount >= 2 ? min(Threads.count, rowCount) : 1
         return [R](unsafeUninitializedCapacity: rowCount) { out, done in
             a.withUnsafeBufferPointer { p in
                 Threads.run(parts) { part in
@@ -374,7 +378,7 @@ enum IntKernels {
     static func binaryRowSums(_ kind: OpKind, _ a: TensorData, _ b: TensorData, rowLength n: Int) -> [Int64] {
         let op: Int32 = kind == .add ? 0 : kind == .sub ? 1 : 2
         let rowCount = n > 0 ? a.count / n : 0
-        let parts = a.count >= 1 << 16 && rowCount >= 2 ? min(Threads.count, rowCount) : 1
+        let parts = a.count >= Threads.splitElements && rowCount >= 2 ? min(Threads.count, rowCount) : 1
         return [Int64](unsafeUninitializedCapacity: rowCount) { out, done in
             withIntegerBytes(a) { ap, abits in
                 withIntegerBytes(b) { bp, bbits in

@@ -59,7 +59,7 @@ enum ShapeKernels {
     static func copy(_ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, elem: Int, shape: [Int], src srcStride: [Int], dst dstStride: [Int]) {
         guard !shape.isEmpty else { dst.copyMemory(from: src, byteCount: elem); return }
         let count = shape.reduce(1, *)
-        let parts = count >= 1 << 16 && shape[0] >= 2 ? min(Threads.count, shape[0]) : 1
+        let parts = count >= Threads.splitElements && shape[0] >= 2 ? min(Threads.count, shape[0]) : 1
         Threads.run(parts) { p in
             let a0 = shape[0] * p / parts, a1 = shape[0] * (p + 1) / parts
             guard a1 > a0 else { return }
