@@ -437,8 +437,8 @@ static void block_fc_tile(const int16_t *x, int rows, int k, const int8_t *w, in
 // The packed path for many rows: a tile's weights are first copied so that one 16-byte load
 // holds input pair p of 8 consecutive outputs ([group][pair][output][2], 4-bit levels widened to
 // int8). vpmaddwd of a broadcast input pair with it leaves each output's block sum in its own
-// lane, so the block scale and offset are applied to 8 outputs at once (vpmuldq on even and odd
-// lanes) instead of after a horizontal reduction per output, as block_fc_avx2_body must.
+// lane, so the block scale and offset are applied to 8 outputs at once (f64 FMAs, see
+// BLOCK_FC_PACKED_4X16) instead of after a horizontal reduction per output, as block_fc_avx2_body must.
 #if defined(__x86_64__)
 // 8 rows × 8 input pairs (int16 lanes r[o]) → 8 vectors of one pair × 8 outputs, stored at d.
 __attribute__((target("avx2"), always_inline))
