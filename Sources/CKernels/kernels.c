@@ -519,73 +519,83 @@ static void pack_block_tile(const int8_t *w, int bits, const int16_t *scale, con
 }
 
 #if defined(__x86_64__)
-// Rows x0..x3 (int16 [k]; sums: their block sums [4][kb], as doubles) × the 16 outputs of packed
-// groups g0 and g0 + 1; results go to out[q][0..15] (int64). Written once, compiled twice:
-// MADD(acc, x, w) adds the pairwise products of x and w to acc's int32 lanes (vpmaddwd + vpaddd,
-// or one vpdpwssd where the CPU has AVX-512 VNNI: the same wrapping int32 sums). Each block's
-// int32 sums are then scaled and offset in f64 FMAs, which are exact: every term and partial
-// total is an integer below 2^53 (block_fc_packed checks k), and an FMA of exact integers rounds
-// nothing. That is 3 f64 ops per 8 outputs on AVX-512 (7 on AVX2) where int64 needed 9.
-#define BLOCK_FC_PACKED_4X16(MADD, TOTALS)                                                                    \
+// Rows x0..x3 (int16 [k]; sums: their block sums [4][kb], as doubles) × the 8·G outputs of packed
+// groups g0 … g0 + G − 1; results go to out[q][0 ..< 8G] (int64, row stride 32). Written once,
+// compiled per G and instruction set: MADD(acc, x, w) adds the pairwise products of x and w to
+// acc's int32 lanes (vpmaddwd + vpaddd, or one vpdpwssd where the CPU has AVX-512 VNNI: the same
+// wrapping int32 sums). Each block's int32 sums are then scaled and offset in f64 FMAs, which are
+// exact: every term and partial total is an integer below 2^53 (block_fc_packed checks k), and an
+// FMA of exact integers rounds nothing. That is 3 f64 ops per 8 outputs on AVX-512 (7 on AVX2)
+// where int64 needed 9; 2 without offsets (OFFSETS 0: every offset of the tile is 0, as in
+// Q8_0 blocks). G = 4 needs 16 accumulators and 4 weight vectors: AVX-512VL's 32 registers
+// (C harness, 192 rows × 576 → 1536, one thread: G 2 → 4 took 68 → 74 GMAC/s; with no
+// bookkeeping at all the loop runs at 98, so the f64 step is what is left).
+#define BLOCK_FC_PACKED_4XG(MADD, TOTALS, G, OFFSETS)                                                         \
     const size_t gw = (size_t)k * 8, gs = (size_t)kb * 8;                                                    \
-    TOTALS##_DECLARE                                                                                         \
+    TOTALS##_DECLARE(G)                                                                                      \
     for (int b = 0; b < kb; b++) {                                                                           \
-        __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00; \
-        const int8_t *w0 = pw + (size_t)b * block * 8, *w1 = w0 + gw;                                        \
-        for (int i = b * block, e = i + block; i < e; i += 2, w0 += 16, w1 += 16) {                           \
-            __m256i v0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w0));                         \
-            __m256i v1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w1));                         \
-            __m256i x;                                                                                       \
-            x = _mm256_set1_epi32(*(const int32_t *)(xs[0] + i)); a00 = MADD(a00, x, v0); a01 = MADD(a01, x, v1); \
-            x = _mm256_set1_epi32(*(const int32_t *)(xs[1] + i)); a10 = MADD(a10, x, v0); a11 = MADD(a11, x, v1); \
-            x = _mm256_set1_epi32(*(const int32_t *)(xs[2] + i)); a20 = MADD(a20, x, v0); a21 = MADD(a21, x, v1); \
-            x = _mm256_set1_epi32(*(const int32_t *)(xs[3] + i)); a30 = MADD(a30, x, v0); a31 = MADD(a31, x, v1); \
+        __m256i acc[4][G];                                                                                   \
+        for (int q = 0; q < 4; q++) for (int g = 0; g < G; g++) acc[q][g] = _mm256_setzero_si256();         \
+        const int8_t *w0 = pw + (size_t)b * block * 8;                                                       \
+        for (int i = b * block, e = i + block; i < e; i += 2, w0 += 16) {                                     \
+            __m256i v[G];                                                                                    \
+            for (int g = 0; g < G; g++) v[g] = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w0 + g * gw))); \
+            for (int q = 0; q < 4; q++) {                                                                    \
+                const __m256i x = _mm256_set1_epi32(*(const int32_t *)(xs[q] + i));                          \
+                for (int g = 0; g < G; g++) acc[q][g] = MADD(acc[q][g], x, v[g]);                            \
+            }                                                                                                \
         }                                                                                                    \
-        const __m256i acc[4][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}};                         \
-        for (int g = 0; g < 2; g++) {                                                                        \
+        for (int g = 0; g < G; g++) {                                                                        \
             const double *sc = ps + g * gs + (size_t)b * 8, *of = po + g * gs + (size_t)b * 8;               \
-            for (int q = 0; q < 4; q++) TOTALS##_ADD(q, g, acc[q][g], sc, of, sums[(size_t)q * kb + b])      \
+            for (int q = 0; q < 4; q++) TOTALS##_ADD(q, g, acc[q][g], sc, of, sums[(size_t)q * kb + b], OFFSETS) \
         }                                                                                                    \
     }                                                                                                        \
     for (int q = 0; q < 4; q++)                                                                              \
-        for (int g = 0; g < 2; g++) {                                                                        \
+        for (int g = 0; g < G; g++) {                                                                        \
             double t[8];                                                                                     \
             TOTALS##_STORE(t, q, g)                                                                          \
             for (int c = 0; c < 8; c++) out[q][8 * g + c] = (int64_t)t[c];                                   \
         }
 
 // Totals of 8 outputs in two __m256d (AVX2 + FMA) or one __m512d (AVX-512).
-#define F64X4_DECLARE __m256d tot[4][2][2]; \
-    for (int q = 0; q < 4; q++) for (int g = 0; g < 2; g++) tot[q][g][0] = tot[q][g][1] = _mm256_setzero_pd();
-#define F64X4_ADD(q, g, a, sc, of, sum) {                                                                   \
-        const __m256d s = _mm256_set1_pd(sum);                                                               \
+#define F64X4_DECLARE(G) __m256d tot[4][G][2]; \
+    for (int q = 0; q < 4; q++) for (int g = 0; g < G; g++) tot[q][g][0] = tot[q][g][1] = _mm256_setzero_pd();
+#define F64X4_ADD(q, g, a, sc, of, sum, OFFSETS) {                                                          \
         const __m256d lo = _mm256_cvtepi32_pd(_mm256_castsi256_si128(a)), hi = _mm256_cvtepi32_pd(_mm256_extracti128_si256(a, 1)); \
-        tot[q][g][0] = _mm256_fmadd_pd(s, _mm256_loadu_pd(of), _mm256_fmadd_pd(lo, _mm256_loadu_pd(sc), tot[q][g][0])); \
-        tot[q][g][1] = _mm256_fmadd_pd(s, _mm256_loadu_pd(of + 4), _mm256_fmadd_pd(hi, _mm256_loadu_pd(sc + 4), tot[q][g][1])); }
+        tot[q][g][0] = _mm256_fmadd_pd(lo, _mm256_loadu_pd(sc), tot[q][g][0]);                               \
+        tot[q][g][1] = _mm256_fmadd_pd(hi, _mm256_loadu_pd(sc + 4), tot[q][g][1]);                           \
+        if (OFFSETS) {                                                                                       \
+            const __m256d s = _mm256_set1_pd(sum);                                                           \
+            tot[q][g][0] = _mm256_fmadd_pd(s, _mm256_loadu_pd(of), tot[q][g][0]);                            \
+            tot[q][g][1] = _mm256_fmadd_pd(s, _mm256_loadu_pd(of + 4), tot[q][g][1]);                        \
+        } }
 #define F64X4_STORE(t, q, g) _mm256_storeu_pd(t, tot[q][g][0]); _mm256_storeu_pd(t + 4, tot[q][g][1]);
-#define F64X8_DECLARE __m512d tot[4][2]; \
-    for (int q = 0; q < 4; q++) for (int g = 0; g < 2; g++) tot[q][g] = _mm512_setzero_pd();
-#define F64X8_ADD(q, g, a, sc, of, sum) \
-    tot[q][g] = _mm512_fmadd_pd(_mm512_set1_pd(sum), _mm512_loadu_pd(of), _mm512_fmadd_pd(_mm512_cvtepi32_pd(a), _mm512_loadu_pd(sc), tot[q][g]));
+#define F64X8_DECLARE(G) __m512d tot[4][G]; \
+    for (int q = 0; q < 4; q++) for (int g = 0; g < G; g++) tot[q][g] = _mm512_setzero_pd();
+#define F64X8_ADD(q, g, a, sc, of, sum, OFFSETS) {                                                          \
+        tot[q][g] = _mm512_fmadd_pd(_mm512_cvtepi32_pd(a), _mm512_loadu_pd(sc), tot[q][g]);                  \
+        if (OFFSETS) tot[q][g] = _mm512_fmadd_pd(_mm512_set1_pd(sum), _mm512_loadu_pd(of), tot[q][g]); }
 #define F64X8_STORE(t, q, g) _mm512_storeu_pd(t, tot[q][g]);
 
 #define MADD_AVX2(acc, x, w) _mm256_add_epi32(acc, _mm256_madd_epi16(x, w))
 #define MADD_VNNI(acc, x, w) _mm256_dpwssd_epi32(acc, x, w)
 
-typedef void (*packed_4x16_fn)(const int16_t *const xs[4], const double *sums, int k, int kb, int block,
-                               const int8_t *pw, const double *ps, const double *po, int64_t out[4][16]);
+typedef void (*packed_4xg_fn)(const int16_t *const xs[4], const double *sums, int k, int kb, int block,
+                              const int8_t *pw, const double *ps, const double *po, int64_t out[4][32]);
 
-__attribute__((target("avx2,fma")))
-static void block_fc_packed_4x16(const int16_t *const xs[4], const double *sums, int k, int kb, int block,
-                                 const int8_t *pw, const double *ps, const double *po, int64_t out[4][16]) {
-    BLOCK_FC_PACKED_4X16(MADD_AVX2, F64X4)
-}
-
-__attribute__((target("avx2,fma,avx512f,avx512vl,avx512vnni")))
-static void block_fc_packed_4x16_vnni(const int16_t *const xs[4], const double *sums, int k, int kb, int block,
-                                      const int8_t *pw, const double *ps, const double *po, int64_t out[4][16]) {
-    BLOCK_FC_PACKED_4X16(MADD_VNNI, F64X8)
-}
+#define PACKED_KERNEL(NAME, TARGET, MADD, TOTALS, G, OFFSETS)                                                  \
+    __attribute__((target(TARGET)))                                                                          \
+    static void NAME(const int16_t *const xs[4], const double *sums, int k, int kb, int block,                \
+                     const int8_t *pw, const double *ps, const double *po, int64_t out[4][32]) {              \
+        BLOCK_FC_PACKED_4XG(MADD, TOTALS, G, OFFSETS)                                                        \
+    }
+#define VNNI_TARGET "avx2,fma,avx512f,avx512vl,avx512vnni"
+PACKED_KERNEL(block_fc_packed_4x16, "avx2,fma", MADD_AVX2, F64X4, 2, 1)
+PACKED_KERNEL(block_fc_packed_4x16_sym, "avx2,fma", MADD_AVX2, F64X4, 2, 0)
+PACKED_KERNEL(block_fc_packed_4x16_vnni, VNNI_TARGET, MADD_VNNI, F64X8, 2, 1)
+PACKED_KERNEL(block_fc_packed_4x16_vnni_sym, VNNI_TARGET, MADD_VNNI, F64X8, 2, 0)
+PACKED_KERNEL(block_fc_packed_4x32_vnni, VNNI_TARGET, MADD_VNNI, F64X8, 4, 1)
+PACKED_KERNEL(block_fc_packed_4x32_vnni_sym, VNNI_TARGET, MADD_VNNI, F64X8, 4, 0)
 
 // Each thread's packed-tile buffer, kept between calls: a fresh buffer of ~200 KiB per call is a
 // fresh mapping (page faults, and unmapping it interrupts the other thread). Freed at thread exit.
@@ -615,8 +625,14 @@ static int block_fc_packed(const int16_t *x, int rows, int k, const int8_t *w, i
                            int block, int n, int j0, int j1, const fc_out *o) {
     const int kb = k / block;
     const size_t stride = bits == 8 ? (size_t)k : (size_t)k / 2;
-    const int tile = output_tile(k, 1) >= 16 ? output_tile(k, 1) & ~15 : 16;
-    const packed_4x16_fn kernel = zo_has_vnni() ? block_fc_packed_4x16_vnni : block_fc_packed_4x16;
+    const int vnni = zo_has_vnni(), wide = vnni ? 32 : 16;  // outputs per kernel call
+    const int tile = output_tile(k, 1) >= wide ? output_tile(k, 1) & ~(wide - 1) : wide;
+    // Offsets all 0 (symmetric blocks, Q8_0's): the kernels without the offset FMA.
+    int offsets = 0;
+    for (size_t i = (size_t)j0 * kb; i < (size_t)j1 * kb && !offsets; i++) offsets = offset[i] != 0;
+    const packed_4xg_fn k16 = vnni ? (offsets ? block_fc_packed_4x16_vnni : block_fc_packed_4x16_vnni_sym)
+                                   : (offsets ? block_fc_packed_4x16 : block_fc_packed_4x16_sym);
+    const packed_4xg_fn k32 = offsets ? block_fc_packed_4x32_vnni : block_fc_packed_4x32_vnni_sym;
     int8_t *pw = packed_tile_buffer((size_t)tile * k);
     double *ps = malloc(sizeof(double) * (size_t)tile * kb), *po = malloc(sizeof(double) * (size_t)tile * kb);
     int32_t *sums = malloc(sizeof(int32_t) * 4 * (size_t)kb);
@@ -634,15 +650,17 @@ static int block_fc_packed(const int16_t *x, int rows, int k, const int8_t *w, i
                 block_sums(xs[q], k, block, sums + (size_t)q * kb);
             }
             for (int i = 0; i < 4 * kb; i++) sumsf[i] = sums[i];
-            for (int g = 0; g < packed / 8; g += 2) {
-                int64_t out[4][16];
-                kernel(xs, sumsf, k, kb, block, pw + (size_t)g * k * 8, ps + (size_t)g * kb * 8, po + (size_t)g * kb * 8, out);
+            for (int g = 0; g < packed / 8;) {
+                const int groups = vnni && g + 4 <= packed / 8 ? 4 : 2;
+                int64_t out[4][32];
+                (groups == 4 ? k32 : k16)(xs, sumsf, k, kb, block, pw + (size_t)g * k * 8, ps + (size_t)g * kb * 8, po + (size_t)g * kb * 8, out);
                 for (int q = 0; q < rr; q++)
-                    for (int c = 0; c < 16; c++) {
+                    for (int c = 0; c < 8 * groups; c++) {
                         const int j = t0 + 8 * g + c;
                         if (o->raw) emit(o, (size_t)(r0 + q) * n + j, j, out[q][c]);
                         else scratch[(size_t)q * len + 8 * g + c] = out[q][c];
                     }
+                g += groups;
             }
             if (packed < len) {
                 fc_out so = {scratch, NULL, NULL, NULL, 1, 64, -1};

@@ -146,34 +146,35 @@ final class IntKernelTests: XCTestCase {
         // outputs) with outputs past a multiple of 16 and a short last row group, its tiles packed 32 inputs at a
         // time (K a multiple of 32) or one by one (K = 48).
         // Both weight widths: int8, and 4-bit levels two per byte (random bytes: every nibble).
-        // Both multiply-add paths where the CPU has AVX-512 VNNI (vpdpwssd, and vpmaddwd + vpaddd).
+        // Both multiply-add paths where the CPU has AVX-512 VNNI (vpdpwssd, and vpmaddwd + vpaddd), the
+        // VNNI path's 32-output kernel next to its 16-output one (n = 48), and the kernels for offsets all 0.
         try eachVectorPath {
-            for bits in [8, 4] {
-                for (rows, k, n, block) in [(5, 64, 3, 32), (9, 96, 7, 8), (4, 1024, 5, 512), (6, 576, 1024, 32), (1, 576, 11, 32), (1, 1536, 64, 32), (7, 1024, 40, 512), (4, 64, 19, 16), (13, 96, 1000, 2), (5, 48, 20, 16)] {
+            for bits in [8, 4] { for zeroOffsets in [false, true] {
+                for (rows, k, n, block) in [(5, 64, 3, 32), (9, 96, 7, 8), (4, 1024, 5, 512), (6, 576, 1024, 32), (1, 576, 11, 32), (1, 1536, 64, 32), (7, 1024, 40, 512), (4, 64, 19, 16), (13, 96, 1000, 2), (5, 48, 20, 16), (8, 64, 48, 32)] {
                     let kb = k / block
                     let x = i16s(rows * k), w = bits == 8 ? i8s(n * k) : (0..<(n * k / 2)).map { _ in Int8.random(in: .min ... .max, using: &rng) }
-                    let sc = i16s(n * kb), of = i16s(n * kb)
+                    let sc = i16s(n * kb), of = zeroOffsets ? [Int16](repeating: 0, count: n * kb) : i16s(n * kb)
                     let y = ints(try run(.blockFullyConnected, [(TensorType(.i16, [rows, k]), .i16(x))],
                                          consts: [(TensorType(.i8, [n, k * bits / 8]), .i8(w)), (TensorType(.i16, [n, kb]), .i16(sc)), (TensorType(.i16, [n, kb]), .i16(of))],
                                          bits == 8 ? ["block": .int(block)] : ["block": .int(block), "bits": .int(4)]))
                     for r in 0..<rows { for j in 0..<n {
                         XCTAssertEqual(Int128(y[r * n + j]), blockOracle(x, w, sc, of, r: r, j: j, k: k, block: block, bits: bits),
-                                       "bits \(bits) rows \(rows) k \(k) n \(n) block \(block) at [\(r), \(j)]")
+                                       "bits \(bits) rows \(rows) k \(k) n \(n) block \(block) zero offsets \(zeroOffsets) at [\(r), \(j)]")
                     } }
                 }
-            }
+            } }
             // Every operand at its extreme: each block's Σ x·w is 512 · 2^15 · 127 (near 2^31), times
             // −32768, and the offsets' Σ x; over 4 blocks the total needs 50 bits.
             let k = 2048, block = 512
-            // 2 outputs take the row-major kernel, 16 the packed one.
-            for n in [2, 16] {
+            // 2 outputs take the row-major kernel, 16 and 48 the packed ones; offsets at their extreme and all 0.
+            for n in [2, 16, 48] { for offset in [Int16.max, 0] {
                 let y = ints(try run(.blockFullyConnected, [(TensorType(.i16, [4, k]), .i16(Array(repeating: .min, count: 4 * k)))],
                                      consts: [(TensorType(.i8, [n, k]), .i8(Array(repeating: -127, count: n * k))),
                                               (TensorType(.i16, [n, 4]), .i16(Array(repeating: .min, count: 4 * n))),
-                                              (TensorType(.i16, [n, 4]), .i16(Array(repeating: .max, count: 4 * n)))], ["block": .int(block)]))
-                let one = Int64(-32768) * (Int64(512) * 32768 * 127) + Int64(32767) * (Int64(512) * -32768)
-                XCTAssertEqual(y, Array(repeating: 4 * one, count: 4 * n))
-            }
+                                              (TensorType(.i16, [n, 4]), .i16(Array(repeating: offset, count: 4 * n)))], ["block": .int(block)]))
+                let one = Int64(-32768) * (Int64(512) * 32768 * 127) + Int64(offset) * (Int64(512) * -32768)
+                XCTAssertEqual(y, Array(repeating: 4 * one, count: 4 * n), "n \(n), offsets \(offset)")
+            } }
         }
     }
 
