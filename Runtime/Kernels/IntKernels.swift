@@ -278,11 +278,8 @@ enum IntKernels {
             x.withUnsafeBufferPointer { xp in
                 tbl.withUnsafeBufferPointer { t in
                     Threads.run(parts) { p in
-                        for e in (count * p / parts)..<(count * (p + 1) / parts) {
-                            let u = Int(xp[e]) + 32768, i = u >> 7, f = Int32(u & 127)
-                            let lo = Int32(t[i]), hi = Int32(t[i + 1])
-                            y[e] = lo * 128 + (hi - lo) * f
-                        }
+                        let e0 = count * p / parts, e1 = count * (p + 1) / parts
+                        if e1 > e0 { zo_table(xp.baseAddress! + e0, e1 - e0, t.baseAddress, y.baseAddress! + e0) }
                     }
                 }
             }

@@ -48,6 +48,10 @@ void zo_binary_rescale(int op, const void *a, int abits, const void *b, int bbit
                        const long *shape, const long *sa, const long *sb, const int64_t *m, const int32_t *s, long width,
                        long first, int out_bits, void *y);
 
+/// The catalog's table: y[e] = t[i]·128 + (t[i+1] − t[i])·(u & 127) with u = x[e] + 32768 and
+/// i = u >> 7; t holds 513 entries.
+void zo_table(const int16_t *x, long count, const int16_t *t, int32_t *y);
+
 /// Batched c[t][i][j] = sum_l a[t][i][l] * b[t][l][j] (b[t][j][l] when transpose_b), exact int64.
 void zo_matmul_i16(const int16_t *a, const int16_t *b, int batches, int m, int k, int n, int transpose_b, int64_t *c);
 
