@@ -191,7 +191,7 @@ public final class Interpreter {
             let id = n + i
             do {
                 let t0 = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
-                var kind = Self.profileKey(op, in: f)
+                var kind = profile == nil ? "" : Self.profileKey(op, in: f)  // a string per op: only when profiling
                 if done.contains(i) {
                     kind = ""
                 } else if observe == nil, let c = p.fusedRowSum[i] {

@@ -1094,9 +1094,70 @@ static void binary_portable(int op, const void *a, int abits, const void *b, int
     binary_body(op, a, abits, b, bbits, rank, shape, sa, sb, obits, y, rs);
 }
 
+#if defined(__x86_64__)
+// The most common fused binary op of a step graph (the MLP's gate · up, 7% of a step): a product
+// of two contiguous 16- or 32-bit tensors, rescaled per tensor with a shift of 31 or more into
+// 16 or 32 bits. vpmuldq makes each product exactly (both fit in 32 bits), and rescale4_wide's
+// split product rescales it where |a·b| < 2^62, i.e. unless both are −2^31 (those four lanes go
+// to rescale_one): the integers of binary_row, without its int64 buffers, the 64-bit multiply
+// AVX2 lacks and the range scan (C harness, [64, 1536] i32 · i16 → i16: 1.2 → 0.87 ns an element).
+static inline void mul_rescale_one(const void *a, int abits, const void *b, int bbits, long i, int64_t m, int s, int obits, void *y) {
+    const int64_t p = (abits == 16 ? ((const int16_t *)a)[i] : ((const int32_t *)a)[i]) *
+                      (int64_t)(bbits == 16 ? ((const int16_t *)b)[i] : ((const int32_t *)b)[i]);
+    const int64_t v = rescale_one(p, m, s), LO = obits == 16 ? INT16_MIN : INT32_MIN, HI = obits == 16 ? INT16_MAX : INT32_MAX;
+    if (obits == 16) ((int16_t *)y)[i] = (int16_t)(v < LO ? LO : v > HI ? HI : v);
+    else ((int32_t *)y)[i] = (int32_t)(v < LO ? LO : v > HI ? HI : v);
+}
+
+#define MUL_RESCALE_WIDE(R4W, S4)                                                                              \
+    const __m256i mm = _mm256_set1_epi64x(m), sw = _mm256_set1_epi64x(s - 31), top = _mm256_set1_epi64x((int64_t)1 << 62); \
+    const __m256i half = _mm256_set1_epi64x((int64_t)1 << (s - 1)), swbias = _mm256_set1_epi64x((int64_t)((uint64_t)1 << 63 >> (s - 31))); \
+    const __m256i lo = _mm256_set1_epi64x(obits == 16 ? INT16_MIN : INT32_MIN), hi = _mm256_set1_epi64x(obits == 16 ? INT16_MAX : INT32_MAX); \
+    long i = 0;                                                                                                \
+    for (; i + 4 <= count; i += 4) {                                                                           \
+        const __m256i p = _mm256_mul_epi32(load4_i64(a, abits, i), load4_i64(b, bbits, i));                   \
+        const __m256i at_top = _mm256_cmpeq_epi64(p, top);                                                     \
+        if (abits == 32 && bbits == 32 && !_mm256_testz_si256(at_top, at_top)) {                               \
+            for (long j = i; j < i + 4; j++) mul_rescale_one(a, abits, b, bbits, j, m, s, obits, y);           \
+            continue;                                                                                          \
+        }                                                                                                      \
+        S4(R4W(p, mm, half, sw, swbias), lo, hi, obits, y, i);                                                 \
+    }                                                                                                          \
+    return i;
+
+__attribute__((target("avx2")))
+static long mul_rescale_wide_avx2(const void *a, int abits, const void *b, int bbits, long count, int64_t m, int s, int obits, void *y) {
+    MUL_RESCALE_WIDE(rescale4_wide, store4)
+}
+
+__attribute__((target("avx2,avx512f,avx512vl")))
+static long mul_rescale_wide_avx512(const void *a, int abits, const void *b, int bbits, long count, int64_t m, int s, int obits, void *y) {
+    MUL_RESCALE_WIDE(rescale4_wide_avx512, store4_avx512)
+}
+
+// mul_rescale_wide's case: returns 1 when it has written y, else 0 (binary_body runs).
+static int mul_rescale_contiguous(int op, const void *a, int abits, const void *b, int bbits, int rank, const long *shape,
+                                  const long *sa, const long *sb, int obits, void *y, const then_rescale *rs) {
+    if (op != 2 || !rs || rs->width != 1 || (abits != 16 && abits != 32) || (bbits != 16 && bbits != 32) || (obits != 16 && obits != 32)) return 0;
+    const int64_t m = rs->m[0];
+    const int s = rs->s[0];
+    if (m <= -((int64_t)1 << 31) || m >= ((int64_t)1 << 31) || s < 31 || s > 62) return 0;
+    long count = 1;
+    for (int d = rank - 1; d >= 0; d--) {
+        if (shape[d] > 1 && (sa[d] != count || sb[d] != count)) return 0;
+        count *= shape[d];
+    }
+    long done = zo_has_vnni() ? mul_rescale_wide_avx512(a, abits, b, bbits, count, m, s, obits, y)
+                              : mul_rescale_wide_avx2(a, abits, b, bbits, count, m, s, obits, y);
+    for (; done < count; done++) mul_rescale_one(a, abits, b, bbits, done, m, s, obits, y);
+    return 1;
+}
+#endif
+
 static void binary(int op, const void *a, int abits, const void *b, int bbits, int rank,
                    const long *shape, const long *sa, const long *sb, int obits, void *y, const then_rescale *rs) {
 #if defined(__x86_64__)
+    if (zo_has_avx2() && mul_rescale_contiguous(op, a, abits, b, bbits, rank, shape, sa, sb, obits, y, rs)) return;
     if (zo_has_avx2()) { binary_avx2(op, a, abits, b, bbits, rank, shape, sa, sb, obits, y, rs); return; }
 #endif
     binary_portable(op, a, abits, b, bbits, rank, shape, sa, sb, obits, y, rs);

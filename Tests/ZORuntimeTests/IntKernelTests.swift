@@ -353,13 +353,21 @@ final class IntKernelTests: XCTestCase {
     /// An i64 add/sub/mul whose only use is a rescale runs as one kernel (no i64 tensor): the same
     /// integers as the two ops, per tensor and per channel, broadcast, and split between the cores
     /// at a point inside the last axis (shapes that merge into one run of 90,003 elements).
-    func testBinaryFusedWithItsRescaleMatchesTheTwoOps() throws {
+    /// Per-channel and per-tensor rescales, broadcast and contiguous operands (contiguous 16/32-bit
+    /// products with one multiplier take their own loop), on each vector path.
+    func testBinaryFusedWithItsRescaleMatchesTheTwoOps() throws { try eachVectorPath(binaryFusedWithItsRescale) }
+
+    func binaryFusedWithItsRescale() throws {
         func i32s(_ n: Int) -> [Int32] { (0..<n).map { i in i % 17 == 0 ? [Int32.min, .max, 0][(i / 17) % 3] : Int32.random(in: -(1 << 24)...(1 << 24), using: &rng) } }
         func i64s(_ n: Int) -> [Int64] { (0..<n).map { i in i % 19 == 0 ? [Int64.min, .max][(i / 19) % 2] : Int64.random(in: -(1 << 50)...(1 << 50), using: &rng) } }
         let cases: [(OpKind, TensorType, TensorData, TensorType, TensorData, Bool, DType)] = [
             (.mul, TensorType(.i32, [6, 70, 37]), .i32(i32s(6 * 70 * 37)), TensorType(.i16, [6, 70, 37]), .i16(i16s(6 * 70 * 37)), true, .i16),
             (.mul, TensorType(.i32, [200, 5, 37]), .i32(i32s(200 * 5 * 37)), TensorType(.i16, [37]), .i16(i16s(37)), false, .i32),
             (.mul, TensorType(.i32, [3, 30001]), .i32(i32s(90003)), TensorType(.i32, [3, 30001]), .i32(i32s(90003)), true, .i32),
+            (.mul, TensorType(.i32, [6, 70, 37]), .i32(i32s(6 * 70 * 37)), TensorType(.i16, [6, 70, 37]), .i16(i16s(6 * 70 * 37)), false, .i16),
+            (.mul, TensorType(.i16, [3, 30001]), .i16(i16s(90003)), TensorType(.i32, [3, 30001]), .i32(i32s(90003)), false, .i32),
+            (.mul, TensorType(.i32, [1003]), .i32(i32s(1003)), TensorType(.i32, [1003]), .i32(i32s(1003)), false, .i16),
+            (.mul, TensorType(.i32, [7, 1, 13]), .i32(Array(repeating: .min, count: 91)), TensorType(.i32, [7, 1, 13]), .i32((0..<91).map { $0 % 3 == 0 ? .min : .max }), false, .i16),
             (.add, TensorType(.i64, [3, 30001]), .i64(i64s(90003)), TensorType(.i32, [30001]), .i32(i32s(30001)), true, .i16),
             (.sub, TensorType(.i64, [40, 9, 64]), .i64(i64s(40 * 9 * 64)), TensorType(.i64, [40, 1, 64]), .i64(i64s(40 * 64)), false, .i32),
         ]
