@@ -5,8 +5,16 @@ import Foundation
 ///
 ///     ĝ = (1/q) Σ_i [L(δ + ε z_i) − L(δ − ε z_i)] / (2ε) · z_i.
 ///
-/// Directions are regenerated from (seed, step, i) whenever needed, never stored, so a run is
-/// reproducible from its seed and the host keeps O(dimension) memory.
+/// With `groups` > 1 the loss is a sum of parts L = Σ_g L_g that each read only their own copy of
+/// δ (an edit's prompts: every prompt is a separate row block of the batch), and each part gets its
+/// own directions z_{i,g}: ĝ = (1/q) Σ_i Σ_g [L_g(δ + ε z_{i,g}) − L_g(δ − ε z_{i,g})] / (2ε) · z_{i,g}.
+/// Still unbiased (E[z zᵀ] = I per part), and where the parts' gradients point the same way (the
+/// same fact asked with other context prefixes) its variance is that of q·groups shared directions,
+/// for the same 2q evaluations.
+///
+/// Directions are regenerated from (seed, step, i, g) whenever needed, never stored, so a run is
+/// reproducible from its seed and the host keeps O(dimension) memory. Group 0's directions are
+/// those of the shared estimator.
 public struct ZOEstimator: Sendable {
     public let dimension: Int
     /// q: directions per step (2q loss evaluations).
@@ -14,37 +22,43 @@ public struct ZOEstimator: Sendable {
     /// ε: the perturbation scale (a direction's norm is about ε·√dimension).
     public let epsilon: Float
     public let seed: UInt64
+    /// Parts of the loss with directions of their own (1: one direction shared by the whole loss).
+    public let groups: Int
 
-    public init(dimension: Int, directions: Int, epsilon: Float, seed: UInt64) {
-        self.dimension = dimension; self.directions = directions; self.epsilon = epsilon; self.seed = seed
+    public init(dimension: Int, directions: Int, epsilon: Float, seed: UInt64, groups: Int = 1) {
+        precondition(groups >= 1, "groups must be at least 1")
+        self.dimension = dimension; self.directions = directions; self.epsilon = epsilon; self.seed = seed; self.groups = groups
     }
 
-    /// z_i of step `step`: standard normal entries.
-    public func direction(step: Int, index: Int) -> [Float] {
-        var g = SplitMix64(seed: seed ^ (UInt64(truncatingIfNeeded: step) &* 0x9E37_79B9_7F4A_7C15) ^ (UInt64(truncatingIfNeeded: index) &* 0xC2B2_AE3D_27D4_EB4F))
+    /// z_{i,g} of step `step`: standard normal entries.
+    public func direction(step: Int, index: Int, group: Int = 0) -> [Float] {
+        var g = SplitMix64(seed: seed ^ (UInt64(truncatingIfNeeded: step) &* 0x9E37_79B9_7F4A_7C15) ^ (UInt64(truncatingIfNeeded: index) &* 0xC2B2_AE3D_27D4_EB4F)
+                               ^ (UInt64(truncatingIfNeeded: group) &* 0x1656_67B1_9E37_79F9))
         return (0..<dimension).map { _ in Float(g.normal()) }
     }
 
-    /// The 2q points to evaluate at step `step`: δ + εz_1, δ − εz_1, δ + εz_2, …
-    public func points(around delta: [Float], step: Int) -> [[Float]] {
-        (0..<directions).flatMap { i -> [[Float]] in
-            let z = direction(step: step, index: i)
-            return [zip(delta, z).map { $0 + epsilon * $1 }, zip(delta, z).map { $0 - epsilon * $1 }]
+    /// The 2q points to evaluate at step `step`, each as one δ per group: δ + εz_{1,g}, δ − εz_{1,g}, δ + εz_{2,g}, …
+    public func points(around delta: [Float], step: Int) -> [[[Float]]] {
+        (0..<directions).flatMap { i -> [[[Float]]] in
+            let z = (0..<groups).map { direction(step: step, index: i, group: $0) }
+            return [z.map { zip(delta, $0).map { $0 + epsilon * $1 } }, z.map { zip(delta, $0).map { $0 - epsilon * $1 } }]
         }
     }
 
-    /// ĝ from the losses at `points(around:step:)`, in the same order.
-    public func gradient(losses: [Double], step: Int) -> [Float] {
-        precondition(losses.count == 2 * directions, "expected \(2 * directions) losses")
+    /// ĝ from each group's part of the loss at `points(around:step:)`, in the same order.
+    public func gradient(losses: [[Double]], step: Int) -> [Float] {
+        precondition(losses.count == 2 * directions && losses.allSatisfy { $0.count == groups },
+                     "expected \(2 * directions) points of \(groups) loss parts")
         var g = [Double](repeating: 0, count: dimension)
         for i in 0..<directions {
-            let slope = (losses[2 * i] - losses[2 * i + 1]) / (2 * Double(epsilon) * Double(directions))
-            for (j, z) in direction(step: step, index: i).enumerated() { g[j] += slope * Double(z) }
+            for k in 0..<groups {
+                let slope = (losses[2 * i][k] - losses[2 * i + 1][k]) / (2 * Double(epsilon) * Double(directions))
+                for (j, z) in direction(step: step, index: i, group: k).enumerated() { g[j] += slope * Double(z) }
+            }
         }
         return g.map(Float.init)
     }
 }
-
 /// Adam (Kingma & Ba) on the host, in f32 state with f64 bias corrections.
 public struct Adam: Sendable {
     public var learningRate: Float

@@ -250,22 +250,23 @@ public final class EditRunner {
     /// prompt, averaged over them) + kl_factor · KL(p_δ ‖ p_0) at the KL prompt + wd · ‖δ‖ / ‖v_init‖²,
     /// from the loss terms the graph reduced.
     public func losses(_ st: Start, _ g: EditGraph, _ points: [[Float]]) throws -> [Double] {
-        try evaluate(st, g, points).map(\.loss)
+        try evaluate(st, g, points.map { [$0] }).map { $0.parts.reduce(0, +) }
     }
 
-    /// Per point, the edit loss and the smallest target-token probability on a rewrite prompt.
-    func evaluate(_ st: Start, _ g: EditGraph, _ points: [[Float]]) throws -> [(loss: Double, minP: Double)] {
-        let layout = program.layout, s = settings, vNorm = Double(st.valueNorm)
-        return try zip(g.lossTerms(points), points).map { terms, point in
+    /// Per point (one δ for all prompts, or one per prompt), the edit loss — whole, or by prompt:
+    /// each rewrite prompt's NLL share, the KL prompt's term; the norm term goes with the first
+    /// prompt's δ — and the smallest target-token probability on a rewrite prompt.
+    func evaluate(_ st: Start, _ g: EditGraph, _ points: [[[Float]]]) throws -> [(parts: [Double], minP: Double)] {
+        let layout = program.layout, s = settings, vNorm = Double(st.valueNorm), R = layout.rewriteCount, T = layout.targets.count
+        return try zip(g.lossTerms(perPrompt: points), points).map { terms, point in
             guard let kl = terms.kl else { throw RuntimeError.badRequest("@\(g.name) reduces no KL term") }
-            var nll = 0.0
-            for p in 0..<layout.rewriteCount {
-                nll -= (0..<layout.targets.count).reduce(0.0) { $0 + terms.targetLogProbability(p * layout.targets.count + $1) }
-                    / Double(layout.targets.count)
+            let dn = Double(point[0].reduce(0) { $0 + $1 * $1 }.squareRoot())
+            let norm = Double(s.weightDecay) * dn / (vNorm * vNorm)
+            let nll = (0..<R).map { p in -(0..<T).reduce(0.0) { $0 + terms.targetLogProbability(p * T + $1) } / Double(T) }
+            if point.count == 1 {
+                return ([nll.reduce(0, +) / Double(R) + Double(s.klFactor) * kl + norm], minTargetProbability(terms))
             }
-            nll /= Double(layout.rewriteCount)
-            let dn = Double(point.reduce(0) { $0 + $1 * $1 }.squareRoot())
-            return (nll + Double(s.klFactor) * kl + Double(s.weightDecay) * dn / (vNorm * vNorm), minTargetProbability(terms))
+            return (nll.enumerated().map { $1 / Double(R) + ($0 == 0 ? norm : 0) } + [Double(s.klFactor) * kl], minTargetProbability(terms))
         }
     }
 
@@ -306,7 +307,8 @@ public final class EditRunner {
         guard step.copies == 2 * q else {
             throw RuntimeError.badRequest("@\(program.step) runs \(step.copies) copies; \(q) directions need \(2 * q)")
         }
-        let est = ZOEstimator(dimension: D, directions: q, epsilon: s.perturbation * vNorm / Float(D).squareRoot(), seed: s.seed)
+        let est = ZOEstimator(dimension: D, directions: q, epsilon: s.perturbation * vNorm / Float(D).squareRoot(), seed: s.seed,
+                              groups: s.promptDirections == .independent ? program.layout.sequences.count : 1)
         var adam = Adam(dimension: D, learningRate: s.learningRate)
         var delta = [Float](repeating: 0, count: D)
         var steps = 0, stopped = false, pmin = 0.0, probes = 0, probeDue = true
@@ -329,12 +331,12 @@ public final class EditRunner {
             }
             if steps == s.maxSteps { break }
             let points = est.points(around: delta, step: steps)
-            let e = try clock.time("step") { try evaluate(st, step, points) }, l = e.map(\.loss)
+            let e = try clock.time("step") { try evaluate(st, step, points) }, l = e.map { $0.parts.reduce(0, +) }
             // The probe runs only once some perturbed copy is halfway to the stop rule (the ± copies
             // straddle δ): most steps of an edit are far from it.
             probeDue = e.map(\.minP).max()! > s.stopProbability / 2
             adam.learningRate = s.learningRate * s.schedule.factor(step: steps, of: s.maxSteps)
-            adam.step(&delta, gradient: est.gradient(losses: l, step: steps))
+            adam.step(&delta, gradient: est.gradient(losses: e.map(\.parts), step: steps))
             // Decoupled decay: components the estimate's noise adds (and the loss does not hold) shrink back.
             if s.decay > 0 { delta = delta.map { $0 * (1 - s.decay) } }
             let norm = delta.reduce(0) { $0 + $1 * $1 }.squareRoot(), limit = s.clamp * vNorm
@@ -434,12 +436,20 @@ public final class EditGraph {
     public var subjectRow: Int { rows == layout.suffixLength ? 0 : layout.cacheLength }
 
     /// Runs the graph with δ_c for copy c (deltas.count must equal copies).
-    public func run(_ deltas: [[Float]]) throws -> [String: TensorData] {
+    public func run(_ deltas: [[Float]]) throws -> [String: TensorData] { try run(perPrompt: deltas.map { [$0] }) }
+
+    /// Runs the graph with δ_{c,p} at prompt p of copy c, or δ_c at all of copy c's prompts where
+    /// deltas[c] holds one.
+    public func run(perPrompt deltas: [[[Float]]]) throws -> [String: TensorData] {
         guard deltas.count == copies else { throw RuntimeError.badRequest("@\(name) takes \(copies) perturbations, got \(deltas.count)") }
         let D = hidden, P = layout.sequences.count
+        if let bad = deltas.first(where: { $0.count != 1 && $0.count != P }) {
+            throw RuntimeError.badRequest("@\(name) takes one δ per copy or one per prompt (\(P)), got \(bad.count)")
+        }
         var d = [Int16](repeating: 0, count: copies * P * rows * D)
-        for (c, delta) in deltas.enumerated() {
+        for (c, copy) in deltas.enumerated() {
             for p in 0..<P {
+                let delta = copy[copy.count == 1 ? 0 : p]
                 for r in 0..<rows {
                     let weight: Float = rowWeights?[p][r] ?? (r == subjectRow ? 1 : 0)
                     guard weight != 0 else { continue }
@@ -460,6 +470,9 @@ public final class EditGraph {
 
     /// Each copy's loss terms (LossHead), in real units.
     public func lossTerms(_ deltas: [[Float]]) throws -> [LossTerms] { try lossTerms(of: run(deltas)) }
+
+    /// The same with a δ per prompt of each copy (see `run(perPrompt:)`).
+    public func lossTerms(perPrompt deltas: [[[Float]]]) throws -> [LossTerms] { try lossTerms(of: run(perPrompt: deltas)) }
 
     /// The loss terms of a run's results.
     public func lossTerms(of out: [String: TensorData]) throws -> [LossTerms] {

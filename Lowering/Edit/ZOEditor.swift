@@ -50,6 +50,10 @@ public struct EditSettings: Sendable, Equatable {
     public enum Injection: String, Sendable, CaseIterable { case subject, update }
     /// Stop once every target token has at least this probability on every rewrite prompt.
     public var stopProbability: Double = 0.5
+    /// Whether the prompts of a perturbed copy share its direction, or each prompt (its own row
+    /// block of the batch, its own part of the loss) gets a direction of its own (ZOEstimator's groups).
+    public var promptDirections: PromptDirections = .shared
+    public enum PromptDirections: String, Sendable, CaseIterable { case shared, independent }
     public var seed: UInt64 = 0
     /// The weight form of the int graphs (see `WeightForm.editing`).
     public var weights: WeightForm = .editing
@@ -61,7 +65,8 @@ public struct EditSettings: Sendable, Equatable {
          "learning_rate": .float(Double(learningRate)), "max_steps": .int(maxSteps), "context_prefixes": .int(contextPrefixes),
          "context_tokens": .int(contextTokens), "kl_factor": .float(Double(klFactor)), "clamp": .float(Double(clamp)),
          "weight_decay": .float(Double(weightDecay)), "decay": .float(Double(decay)), "injection": .string(injection.rawValue), "stop_probability": .float(stopProbability), "seed": .string(String(seed)),
-         "weights": .string(weights.rawValue), "schedule": .string(schedule.rawValue)]
+         "weights": .string(weights.rawValue), "schedule": .string(schedule.rawValue),
+         "prompt_directions": .string(promptDirections.rawValue)]
     }
 
     /// Reads settings written by `attributes` under `prefix`; `bad(field, why)` makes the error.
@@ -88,6 +93,11 @@ public struct EditSettings: Sendable, Equatable {
         if case let .string(v)? = a[prefix + "schedule"] {
             guard let sc = Schedule(rawValue: v) else { throw bad(prefix + "schedule", "'\(v)' is neither constant nor cosine") }
             schedule = sc
+        }
+        // Plans made before the setting existed shared each direction across the prompts.
+        if case let .string(v)? = a[prefix + "prompt_directions"] {
+            guard let d = PromptDirections(rawValue: v) else { throw bad(prefix + "prompt_directions", "'\(v)' is neither shared nor independent") }
+            promptDirections = d
         }
         // Plans made before the setting existed were per channel.
         if case let .string(w)? = a[prefix + "weights"] {

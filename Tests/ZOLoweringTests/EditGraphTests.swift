@@ -103,14 +103,19 @@ final class EditGraphTests: XCTestCase {
         }
     }
 
-    func testCachedEditGraphIsExactlyTheFullForward() throws {
+    /// ZsRE record 1 with one context prefix and one direction: 3 prompts, 2 copies a step.
+    func smallEdit() throws -> (LanguageModel, EditSettings, ZOEditor, EditRunner) {
         let lm = try NPUModelTests.model()
         var s = EditSettings()
         s.weights = lm.weightForm
         s.contextPrefixes = 1
         s.directions = 1
         let editor = try ZOEditor(model: lm, settings: s)
-        let runner = try editor.runner(try zsre(1))
+        return (lm, s, editor, try editor.runner(try zsre(1)))
+    }
+
+    func testCachedEditGraphIsExactlyTheFullForward() throws {
+        let (lm, s, editor, runner) = try smallEdit()
         let layout = runner.program.layout
         XCTAssertGreaterThan(layout.cacheLength, 0)
         let cached = try runner.start().step
@@ -183,18 +188,36 @@ final class EditGraphTests: XCTestCase {
         }
     }
 
+    /// Independent directions per prompt (EditSettings.promptDirections) rest on this: in one
+    /// copy, each prompt's loss terms depend on its own δ only.
+    func testEachPromptOfACopyReadsOnlyItsOwnDelta() throws {
+        let (lm, _, _, runner) = try smallEdit()
+        let step = try runner.start().step, layout = runner.program.layout
+        XCTAssertEqual(layout.sequences.count, 3)
+        let D = lm.config.hidden, T = layout.targets.count, zero = [Float](repeating: 0, count: D)
+        var push = zero
+        for i in stride(from: 0, to: D, by: 5) { push[i] = 3 * (Float(i % 7) - 3) }
+        let still = try step.lossTerms([zero, zero]), moved = try step.lossTerms([push, push])
+        // Copy 0: δ at the plain prompt only; copy 1: δ at the context prompt and the KL prompt.
+        let mixed = try step.lossTerms(perPrompt: [[push, zero, zero], [zero, push, push]])
+        func prompt(_ t: LossTerms, _ p: Int) -> [Double] { (0..<T).map { t.targetLogProbability(p * T + $0) } }
+        XCTAssertNotEqual(prompt(moved[0], 0), prompt(still[0], 0), "δ changed nothing")
+        XCTAssertEqual(prompt(mixed[0], 0), prompt(moved[0], 0))
+        XCTAssertEqual(prompt(mixed[0], 1), prompt(still[0], 1))
+        XCTAssertEqual(mixed[0].kl, still[0].kl)
+        XCTAssertEqual(prompt(mixed[1], 0), prompt(still[1], 0))
+        XCTAssertEqual(prompt(mixed[1], 1), prompt(moved[1], 1))
+        XCTAssertEqual(mixed[1].kl, moved[1].kl)
+        XCTAssertNotEqual(moved[1].kl, still[1].kl)
+        XCTAssertThrowsError(try step.run(perPrompt: [[zero, zero], [zero, zero]])) { e in XCTAssertTrue("\(e)".contains("one per prompt (3)"), "\(e)") }
+    }
+
     /// The refresh function gives step functions the rows before the subject as the rank-one
     /// update leaves them: refreshed at δ, the step function with δ in every copy computes the full
     /// graph with δ·(k̄·k)/‖k̄‖² at every row (before the subject too) bit for bit; refreshed at
     /// δ = 0, exactly what it computed on the prefix cache.
     func testRefreshedStepGraphIsTheFullForwardWithDeltaBeforeTheSubject() throws {
-        let lm = try NPUModelTests.model()
-        var s = EditSettings()
-        s.weights = lm.weightForm
-        s.contextPrefixes = 1
-        s.directions = 1
-        let editor = try ZOEditor(model: lm, settings: s)
-        let runner = try editor.runner(try zsre(1))
+        let (lm, _, editor, runner) = try smallEdit()
         let st = try runner.start()
         let refresh = try XCTUnwrap(st.refresh, "a layout with rows before the subject compiled no refresh function")
         XCTAssertEqual(refresh.rows, runner.program.layout.cacheLength)
@@ -240,7 +263,7 @@ final class EditPlanTests: XCTestCase {
         let lm = try NPUModelTests.model()
         var s = EditSettings()
         s.weights = lm.weightForm
-        s.contextPrefixes = 1; s.directions = 2; s.maxSteps = 2; s.schedule = .cosine
+        s.contextPrefixes = 1; s.directions = 2; s.maxSteps = 2; s.schedule = .cosine; s.promptDirections = .independent
         let editor = try ZOEditor(model: lm, settings: s)
         let path = TestPaths.data.appendingPathComponent("knowedit_zsre/ZsRE-test-all.json").path
         let request = try EditRequests.load(path: path)[3]
