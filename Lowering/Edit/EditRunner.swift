@@ -256,7 +256,7 @@ public final class EditRunner {
     /// Per point (one δ for all prompts, or one per prompt), the edit loss — whole, or by prompt:
     /// each rewrite prompt's NLL share, the KL prompt's term; the norm term goes with the first
     /// prompt's δ — and the smallest target-token probability on a rewrite prompt.
-    func evaluate(_ st: Start, _ g: EditGraph, _ points: [[[Float]]]) throws -> [(parts: [Double], minP: Double)] {
+    public func evaluate(_ st: Start, _ g: EditGraph, _ points: [[[Float]]]) throws -> [(parts: [Double], minP: Double)] {
         let layout = program.layout, s = settings, vNorm = Double(st.valueNorm), R = layout.rewriteCount, T = layout.targets.count
         return try zip(g.lossTerms(perPrompt: points), points).map { terms, point in
             guard let kl = terms.kl else { throw RuntimeError.badRequest("@\(g.name) reduces no KL term") }

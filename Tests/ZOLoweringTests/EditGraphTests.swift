@@ -263,7 +263,7 @@ final class EditPlanTests: XCTestCase {
         let lm = try NPUModelTests.model()
         var s = EditSettings()
         s.weights = lm.weightForm
-        s.contextPrefixes = 1; s.directions = 2; s.maxSteps = 2; s.schedule = .cosine; s.promptDirections = .independent
+        s.contextPrefixes = 1; s.directions = 2; s.maxSteps = 2; s.schedule = .cosine; s.promptDirections = .shared  // the default is independent: CommandLineTests runs it
         let editor = try ZOEditor(model: lm, settings: s)
         let path = TestPaths.data.appendingPathComponent("knowedit_zsre/ZsRE-test-all.json").path
         let request = try EditRequests.load(path: path)[3]

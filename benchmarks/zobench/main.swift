@@ -475,9 +475,13 @@ struct EditDirections: ParsableCommand {
             let graph = start.step
             var points: [[Float]] = []
             for u in dirs { points.append(u.map { $0 * eps }); points.append(u.map { -$0 * eps }) }
-            let losses = try runner.losses(start, graph, points)
+            // The loss by prompt (each rewrite prompt's NLL share, the KL term) at every point.
+            let P = runner.program.layout.sequences.count
+            let parts = try runner.evaluate(start, graph, points.map { [[Float]](repeating: $0, count: P) }).map(\.parts)
+            let losses = parts.map { $0.reduce(0, +) }
             var slopes: [Double] = []
             for i in 0..<dirs.count { slopes.append((losses[2 * i] - losses[2 * i + 1]) / (2 * Double(eps))) }
+            let partSlopes = (0..<P).map { p in (priors.count..<dirs.count).map { (parts[2 * $0][p] - parts[2 * $0 + 1][p]) / (2 * Double(eps)) } }
             var sq = 0.0
             for v in slopes[priors.count...] { sq += v * v }
             let gNorm = (Double(D) * sq / Double(random)).squareRoot()
@@ -487,6 +491,17 @@ struct EditDirections: ParsableCommand {
             }
             let rc = slopes[priors.count...].map { abs($0) / gNorm }
             print(String(format: "  random directions: mean |cos| %.3f (1/√D = %.3f)", rc.reduce(0, +) / Double(rc.count), 1 / Double(D).squareRoot()))
+            // Along random unit u, E[(uᵀg_a)(uᵀg_b)] = g_a·g_b / D: the prompts' gradients' cosines,
+            // and what directions of their own per prompt do to the estimate's variance (‖Σ g_p‖² : Σ ‖g_p‖²).
+            func dot(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).reduce(0) { $0 + $1.0 * $1.1 } }
+            let names = (0..<(P - 1)).map { "rewrite \($0)" } + ["KL"]
+            for a in 0..<P {
+                let row = (0..<P).map { b in String(format: "%+.2f", dot(partSlopes[a], partSlopes[b]) / (dot(partSlopes[a], partSlopes[a]) * dot(partSlopes[b], partSlopes[b])).squareRoot()) }
+                print("  cos(g_p) \(names[a].padding(toLength: 10, withPad: " ", startingAt: 0)) " + row.joined(separator: " ") + String(format: "   ‖g_p‖ ≈ %.4f", (Double(D) * dot(partSlopes[a], partSlopes[a]) / Double(random)).squareRoot()))
+            }
+            let whole = (0..<random).map { i in partSlopes.reduce(0) { $0 + $1[i] } }
+            print(String(format: "  ‖Σ g_p‖² / Σ ‖g_p‖² ≈ %.2f (the variance of shared directions over that of one per prompt)",
+                         dot(whole, whole) / partSlopes.reduce(0) { $0 + dot($1, $1) }))
             _ = V
         }
     }
