@@ -40,6 +40,8 @@ public enum IRPrinter {
         case let .i16(a): return "[" + a.map { String($0) }.joined(separator: ", ") + "]"
         case let .i16View(v): return "[" + v.buffer.map { String($0) }.joined(separator: ", ") + "]"
         case let .i32(a): return "[" + a.map { String($0) }.joined(separator: ", ") + "]"
+        case let .i32View(v): return "[" + v.buffer.map { String($0) }.joined(separator: ", ") + "]"
+        case let .i64View(v): return "[" + v.buffer.map { String($0) }.joined(separator: ", ") + "]"
         case let .i64(a): return "[" + a.map { String($0) }.joined(separator: ", ") + "]"
         }
     }

@@ -99,16 +99,19 @@ public enum TensorData: Sendable, Equatable {
     case i64([Int64])
     /// i8 data used in place from memory the tensor does not own (a mapped artifact's weights).
     case i8View(Int8View)
-    /// i16 data used in place likewise (a mapped artifact's block scales and offsets).
+    /// i16 data used in place likewise (a mapped artifact's block scales and offsets, and the
+    /// interpreter's values in its arena, as the i32 and i64 views).
     case i16View(Int16View)
+    case i32View(Int32View)
+    case i64View(Int64View)
 
     public var dtype: DType {
         switch self {
         case .f32: return .f32
         case .i8, .i8View: return .i8
         case .i16, .i16View: return .i16
-        case .i32: return .i32
-        case .i64: return .i64
+        case .i32, .i32View: return .i32
+        case .i64, .i64View: return .i64
         }
     }
 
@@ -120,7 +123,9 @@ public enum TensorData: Sendable, Equatable {
         case let .i16(a): return a.map(Int64.init)
         case let .i16View(v): return v.buffer.map(Int64.init)
         case let .i32(a): return a.map(Int64.init)
+        case let .i32View(v): return v.buffer.map(Int64.init)
         case let .i64(a): return a
+        case let .i64View(v): return Array(v.buffer)
         case let .f32(a): return a.map { Int64($0) }
         }
     }
@@ -133,17 +138,22 @@ public enum TensorData: Sendable, Equatable {
         case let .i16(a): return a.count
         case let .i16View(v): return v.count
         case let .i32(a): return a.count
+        case let .i32View(v): return v.count
         case let .i64(a): return a.count
+        case let .i64View(v): return v.count
         }
     }
 }
 
 extension TensorData {
-    /// The same data with views copied into owned arrays (for the few kernels that want arrays).
+    /// The same data with views copied into owned arrays (the few kernels that want arrays, and
+    /// results leaving the interpreter, whose arena the next run overwrites).
     public var owned: TensorData {
         switch self {
         case let .i8View(v): return .i8(Array(v.buffer))
         case let .i16View(v): return .i16(Array(v.buffer))
+        case let .i32View(v): return .i32(Array(v.buffer))
+        case let .i64View(v): return .i64(Array(v.buffer))
         default: return self
         }
     }
@@ -180,3 +190,5 @@ public struct MappedView<Element: FixedWidthInteger>: @unchecked Sendable, Equat
 
 public typealias Int8View = MappedView<Int8>
 public typealias Int16View = MappedView<Int16>
+public typealias Int32View = MappedView<Int32>
+public typealias Int64View = MappedView<Int64>

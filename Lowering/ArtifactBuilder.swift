@@ -78,6 +78,8 @@ public enum ArtifactBuilder {
         case let .i16(a): return bytes(a)
         case let .i16View(v): return Array(UnsafeRawBufferPointer(v.buffer))
         case let .i32(a): return bytes(a)
+        case let .i32View(v): return Array(UnsafeRawBufferPointer(v.buffer))
+        case let .i64View(v): return Array(UnsafeRawBufferPointer(v.buffer))
         case let .i64(a): return bytes(a)
         }
     }

@@ -3,13 +3,22 @@ import ZOIR
 import ZOModelIO
 
 /// The reference interpreter: executes any verified function of a module. Float ops follow the
-/// catalog's semantics in f32 (matmuls through OpenBLAS). Intermediate buffers are returned to a
-/// pool after their last use and reused by later ops of the same size.
+/// catalog's semantics in f32 (matmuls through OpenBLAS), their buffers returned to a pool after
+/// their last use and reused by later ops of the same size. Integer functions run in one arena laid
+/// out by memory-plan's `ArenaPlan`: each op's kernel writes its result at the op's place, and the
+/// results are copied out at the end; a run allocates no tensor memory but its results.
 public final class Interpreter {
     public let module: Module
     private var constants: [String: TensorData] = [:]
     private var plans: [String: Plan] = [:]
     private var pool = BufferPool()
+    private let arena = Arena()
+    /// The multipliers and shifts of the rescale running now, widened for the kernels (kept, so
+    /// a run makes no new arrays for them).
+    private var multipliers: [Int64] = [], shifts: [Int32] = []
+    /// Ops of the last run whose result a kernel put outside the arena (0 for a function that
+    /// ran in its arena; nil for one that did not: float values, or `observe`).
+    public private(set) var resultsOutsideArena: Int?
     /// Seconds spent per op kind and output dtype, when profiling is on (`profile = [:]`).
     public var profile: [String: Double]?
 
@@ -24,6 +33,8 @@ public final class Interpreter {
         /// i64 add/sub/mul ops (by op index) whose only use is a last-axis reduce_sum (op index):
         /// the sums are made a row at a time, the i64 tensor never exists whole.
         let fusedRowSum: [Int: Int]
+        /// Where each value lives in the arena (nil for functions with float values).
+        let arena: ArenaPlan?
     }
 
     /// `constantsFrom`: reuse the constants another interpreter has materialized (same weights).
@@ -110,35 +121,10 @@ public final class Interpreter {
         for (i, op) in f.ops.enumerated() { for o in op.operands { last[o] = i } }
         var isResult = [Bool](repeating: false, count: f.valueCount)
         for v in f.resultValues { isResult[v] = true }
-        var uses = [Int](repeating: 0, count: f.valueCount)
-        for op in f.ops { for o in op.operands { uses[o] += 1 } }
-        var fused: [Int: Int] = [:]
-        let n = f.params.count
-        let fusable: (Op) -> Bool = { op in
-            switch op.kind {
-            case .fullyConnected: return op.type.dtype == .i64 && op.operands.count == 2
-            case .blockFullyConnected: return true
-            case .add, .sub, .mul: return op.type.dtype == .i64
-            default: return false
-            }
-        }
-        for (i, op) in f.ops.enumerated() where fusable(op) {
-            let id = n + i, c = last[id]
-            guard uses[id] == 1, !isResult[id], c > i, f.ops[c].kind == .rescale, f.ops[c].operands.first == id,
-                  [DType.i16, .i32].contains(f.ops[c].type.dtype),
-                  f.ops[c].operands.dropFirst().allSatisfy({ $0 >= n && f.ops[$0 - n].kind == .constant }) else { continue }
-            fused[i] = c
-        }
-        // An i64 add/sub/mul of operands of its own shape whose only use is a last-axis reduce_sum.
-        var summed: [Int: Int] = [:]
-        for (i, op) in f.ops.enumerated() where [.add, .sub, .mul].contains(op.kind) && op.type.dtype == .i64 && op.type.rank > 0 {
-            let id = n + i, c = last[id]
-            guard uses[id] == 1, !isResult[id], c > i, f.ops[c].kind == .reduceSum, f.ops[c].type.dtype == .i64,
-                  op.operands.allSatisfy({ f.type(of: $0).shape == op.type.shape }),
-                  let axis = try? AttrReader(f.ops[c].attributes).int("axis"), axis == -1 || axis == op.type.rank - 1 else { continue }
-            summed[i] = c
-        }
-        let p = Plan(function: f, lastUse: last, isResult: isResult, fusedRescale: fused, fusedRowSum: summed)
+        let fused = FusedPairs(f)
+        let integer = f.params.allSatisfy { $0.type.dtype != .f32 } && f.ops.allSatisfy { $0.kind == .constant || $0.type.dtype != .f32 }
+        let p = Plan(function: f, lastUse: last, isResult: isResult, fusedRescale: fused.rescale, fusedRowSum: fused.rowSum,
+                     arena: integer ? ArenaPlan(f, fused: fused) : nil)
         plans[name] = p
         return p
     }
@@ -186,6 +172,14 @@ public final class Interpreter {
             values[i] = d
         }
         let n = f.params.count
+        // The arena when the function runs fused (observers see every value, so they run unfused, in arrays).
+        let plan = observe == nil ? p.arena : nil
+        let base = plan.map { arena.reserve($0.peak) }
+        func place(_ v: Int) -> KernelOutput {
+            guard let base, let offset = plan?.offsets[v] else { return .array }
+            return KernelOutput(place: base + offset, arena: arena)
+        }
+        var outside = 0
         var done = Set<Int>()  // rescales already computed with their fully_connected
         for (i, op) in f.ops.enumerated() {
             let id = n + i
@@ -195,16 +189,23 @@ public final class Interpreter {
                 if done.contains(i) {
                     kind = ""
                 } else if observe == nil, let c = p.fusedRowSum[i] {
-                    values[n + c] = .i64(IntKernels.binaryRowSums(op.kind, values[op.operands[0]]!, values[op.operands[1]]!, rowLength: op.type.shape.last!))
+                    values[n + c] = IntKernels.binaryRowSums(op.kind, values[op.operands[0]]!, values[op.operands[1]]!, rowLength: op.type.shape.last!,
+                                                             into: place(n + c))
                     done.insert(c)
                     kind = "\(op.kind.rawValue)+reduce_sum i64"
                 } else if observe == nil, let c = p.fusedRescale[i] {
-                    values[n + c] = try rescaled(op, f.ops[c], in: f, op.operands.map { values[$0]! }, op.operands.map { f.type(of: $0) })
+                    values[n + c] = try rescaled(op, f.ops[c], at: c, in: f, op.operands.map { values[$0]! }, op.operands.map { f.type(of: $0) },
+                                                 into: place(n + c))
                     done.insert(c)
                     kind = Self.fusedKey(op, f.ops[c])
                 } else {
-                    values[id] = try execute(op, op.operands.map { values[$0]! }, op.operands.map { f.type(of: $0) })
+                    values[id] = try execute(op, op.operands.map { values[$0]! }, op.operands.map { f.type(of: $0) }, into: place(id),
+                                             rescaleFactors: op.kind == .rescale ? { try self.rescaleFactors(f, i) } : nil)
                     if let o = observe { o(id, values[id]!) }
+                }
+                if plan != nil, op.kind != .constant, op.kind != .reshape, !done.contains(i) {
+                    let v = p.fusedRescale[i] ?? p.fusedRowSum[i] ?? i
+                    if !arena.holds(values[n + v]!) { outside += 1 }
                 }
                 if profile != nil && !kind.isEmpty {
                     profile![kind, default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
@@ -217,45 +218,78 @@ public final class Interpreter {
                 values[o] = nil
             }
         }
+        resultsOutsideArena = plan == nil ? nil : outside
         var out: [String: TensorData] = [:]
-        for (name, v) in f.results { out[name] = values[v]! }
+        for (name, v) in f.results { out[name] = values[v]!.owned }
         return out
     }
 
-    /// An integer fully_connected or add/sub/mul and the rescale that is its only use, as one
-    /// kernel. (The rescale's multipliers and shifts are constants: the plan checked it.)
-    func rescaled(_ op: Op, _ rescale: Op, in f: Function, _ x: [TensorData], _ t: [TensorType]) throws -> TensorData {
-        func constantOperand(_ i: Int) throws -> [Int] {
-            guard case let .symbol(name)? = f.op(defining: rescale.operands[i])?.attributes["name"] else { throw KernelError("rescale operand \(i) is not a constant") }
-            return IntKernels.widen(try constant(name)).map(Int.init)
+    /// The multipliers and shifts of rescale op `i` of `f` (constants or attributes), checked,
+    /// in the interpreter's two arrays (valid until the next call).
+    func rescaleFactors(_ f: Function, _ i: Int) throws -> (m: [Int64], s: [Int32]) {
+        let op = f.ops[i]
+        multipliers.removeAll(keepingCapacity: true)
+        shifts.removeAll(keepingCapacity: true)
+        if op.operands.count == 3 {
+            func constantOperand(_ k: Int) throws -> TensorData {
+                guard case let .symbol(name)? = f.op(defining: op.operands[k])?.attributes["name"] else {
+                    throw KernelError("rescale operand \(k) is not a constant")
+                }
+                return try constant(name)
+            }
+            let (m, sh) = (try constantOperand(1), try constantOperand(2))
+            IntKernels.withIntegerBytes(m) { p, bits in for j in 0..<m.count { multipliers.append(IntKernels.element(p, bits, j)) } }
+            var valid = true
+            IntKernels.withIntegerBytes(sh) { p, bits in
+                for j in 0..<sh.count {
+                    let v = IntKernels.element(p, bits, j)
+                    valid = valid && (0...62).contains(v)
+                    shifts.append(Int32(clamping: v))
+                }
+            }
+            guard valid else { throw KernelError("rescale shifts must lie in 0...62") }
+        } else {
+            let at = AttrReader(op.attributes), sh = try at.int("shift")
+            guard (0...62).contains(sh) else { throw KernelError("rescale shifts must lie in 0...62") }
+            multipliers.append(Int64(try at.int("multiplier")))
+            shifts.append(Int32(sh))
         }
-        let at = AttrReader(rescale.attributes)
-        let (m, sh) = rescale.operands.count == 3 ? (try constantOperand(1), try constantOperand(2)) : ([try at.int("multiplier")], [try at.int("shift")])
-        guard sh.allSatisfy({ (0...62).contains($0) }) else { throw KernelError("rescale shifts must lie in 0...62") }
+        return (multipliers, shifts)
+    }
+
+    /// An integer fully_connected or add/sub/mul and the rescale that is its only use (op `c`), as
+    /// one kernel. (The rescale's multipliers and shifts are constants: the plan checked it.)
+    func rescaled(_ op: Op, _ rescale: Op, at c: Int, in f: Function, _ x: [TensorData], _ t: [TensorType],
+                  into place: KernelOutput) throws -> TensorData {
+        let (m, sh) = try rescaleFactors(f, c)
         if [.add, .sub, .mul].contains(op.kind) {
             guard m.count == 1 || m.count == op.type.shape.last, m.count == sh.count else {
                 throw KernelError("rescale has \(m.count) multipliers for a last axis of \(op.type.shape.last ?? 1)")
             }
             return IntKernels.binary(op.kind, x[0], t[0].shape, x[1], t[1].shape, out: TensorType(rescale.type.dtype, op.type.shape),
-                                     rescale: (m, sh))
+                                     rescale: (m, sh), into: place)
         }
         let k = t[1].shape[1], n = t[1].shape[0]
-        let input = try IntKernels.int16s(x[0])
-        if op.kind == .blockFullyConnected {
-            let fa = AttrReader(op.attributes), k = t[0].shape.last!
-            return try IntKernels.withInt8s(x[1]) {
-                try IntKernels.blockFullyConnected(input, rows: t[0].elementCount / k, k: k, $0, bits: fa.int("bits", default: 8),
-                                                   scale: x[2], offset: x[3], block: try fa.int("block"), n: n,
-                                                   multipliers: m, shifts: sh, out: rescale.type.dtype)
+        return try IntKernels.withInt16s(x[0]) { input in
+            if op.kind == .blockFullyConnected {
+                let fa = AttrReader(op.attributes), k = t[0].shape.last!
+                return try IntKernels.withInt8s(x[1]) {
+                    try IntKernels.blockFullyConnected(input, rows: t[0].elementCount / k, k: k, $0, bits: fa.int("bits", default: 8),
+                                                       scale: x[2], offset: x[3], block: try fa.int("block"), n: n,
+                                                       multipliers: m, shifts: sh, out: rescale.type.dtype, into: place)
+                }
             }
-        }
-        return try IntKernels.withInt8s(x[1]) {
-            IntKernels.fullyConnectedRescaled(input, rows: t[0].elementCount / k, k: k, $0, n: n, bias: nil, multipliers: m, shifts: sh,
-                                              out: rescale.type.dtype)
+            return try IntKernels.withInt8s(x[1]) {
+                IntKernels.fullyConnectedRescaled(input, rows: t[0].elementCount / k, k: k, $0, n: n, bias: nil, multipliers: m, shifts: sh,
+                                                  out: rescale.type.dtype, into: place)
+            }
         }
     }
 
-    func execute(_ op: Op, _ x: [TensorData], _ t: [TensorType]) throws -> TensorData {
+    /// Op on operand data, its result where `place` says. `rescaleFactors`: the rescale's
+    /// multipliers and shifts, made once (else read from its operands or attributes).
+    func execute(_ op: Op, _ x: [TensorData], _ t: [TensorType], into place: KernelOutput = .array,
+                 rescaleFactors: (() throws -> (m: [Int64], s: [Int32]))? = nil) throws -> TensorData {
         let at = AttrReader(op.attributes)
         let isFloat = op.type.dtype == .f32
         switch op.kind {
@@ -268,22 +302,26 @@ public final class Interpreter {
             }
             let k = t[1].shape[1], n = t[1].shape[0]
             let bias = x.count > 2 ? IntKernels.widen(x[2]) : nil
-            let input = try IntKernels.int16s(x[0])
-            return .i64(try IntKernels.withInt8s(x[1]) { IntKernels.fullyConnected(input, rows: t[0].elementCount / k, k: k, $0, n: n, bias: bias) })
+            return try IntKernels.withInt16s(x[0]) { input in
+                try IntKernels.withInt8s(x[1]) { IntKernels.fullyConnected(input, rows: t[0].elementCount / k, k: k, $0, n: n, bias: bias, into: place) }
+            }
         case .blockFullyConnected:
             let k = t[0].shape.last!, n = t[1].shape[0]
-            let input = try IntKernels.int16s(x[0])
-            return try IntKernels.withInt8s(x[1]) {
-                try IntKernels.blockFullyConnected(input, rows: t[0].elementCount / k, k: k, $0, bits: at.int("bits", default: 8), scale: x[2],
-                                                   offset: x[3], block: try at.int("block"), n: n)
+            return try IntKernels.withInt16s(x[0]) { input in
+                try IntKernels.withInt8s(x[1]) {
+                    try IntKernels.blockFullyConnected(input, rows: t[0].elementCount / k, k: k, $0, bits: at.int("bits", default: 8), scale: x[2],
+                                                       offset: x[3], block: try at.int("block"), n: n, into: place)
+                }
             }
         case .matmul:
             let tb = at.bool("transpose_b", default: false)
             if isFloat { return .f32(FloatKernels.matmul(try f32(x[0]), t[0], try f32(x[1]), t[1], transposeB: tb, out: op.type, pool: &pool)) }
-            return .i64(IntKernels.matmul(try IntKernels.int16s(x[0]), t[0], try IntKernels.int16s(x[1]), transposeB: tb, out: op.type))
+            return try IntKernels.withInt16s(x[0]) { a in
+                try IntKernels.withInt16s(x[1]) { IntKernels.matmul(a, t[0], $0, transposeB: tb, out: op.type, into: place) }
+            }
         case .add, .sub, .mul:
             if isFloat { return .f32(FloatKernels.binary(op.kind, try f32(x[0]), t[0].shape, try f32(x[1]), t[1].shape, out: op.type.shape)) }
-            return IntKernels.binary(op.kind, x[0], t[0].shape, x[1], t[1].shape, out: op.type)
+            return IntKernels.binary(op.kind, x[0], t[0].shape, x[1], t[1].shape, out: op.type, into: place)
         case .scale:
             let factor = Float(try at.float("factor"))
             return .f32(FloatKernels.map(try f32(x[0]), pool: &pool) { $0 * factor })
@@ -309,35 +347,40 @@ public final class Interpreter {
         case .reduceSum:
             let axis = try at.int("axis"), a = axis < 0 ? axis + t[0].rank : axis
             if isFloat { return .f32(Reduction.apply(try f32(x[0]), t[0].shape, axis: a, initial: 0, +)) }
-            if a == t[0].rank - 1, let r = IntKernels.sumOfRows(x[0], rowLength: t[0].shape[a]) { return .i64(r) }
-            return .i64(IntKernels.reduceSum(IntKernels.widen(x[0]), t[0].shape, axis: a))
+            if a == t[0].rank - 1, let r = IntKernels.sumOfRows(x[0], rowLength: t[0].shape[a], into: place) { return r }
+            return IntKernels.reduceSum(x[0], t[0].shape, axis: a, into: place)
         case .reduceMax:
             let axis = try at.int("axis"), a = axis < 0 ? axis + t[0].rank : axis
             if isFloat { return .f32(Reduction.apply(try f32(x[0]), t[0].shape, axis: a, initial: -.infinity, max)) }
-            if a == t[0].rank - 1, let r = IntKernels.maxOfRows(x[0], rowLength: t[0].shape[a]) { return r }
+            if a == t[0].rank - 1, let r = IntKernels.maxOfRows(x[0], rowLength: t[0].shape[a], into: place) { return r }
+            if let r = IntKernels.maxAlong(x[0], t[0].shape, axis: a, into: place) { return r }
             return IntKernels.narrow(Reduction.apply(IntKernels.widen(x[0]), t[0].shape, axis: a, initial: .min, max), to: op.type.dtype)
         case .rescale:
-            let (m, sh) = x.count == 3 ? (IntKernels.widen(x[1]).map(Int.init), IntKernels.widen(x[2]).map(Int.init))
-                                       : ([try at.int("multiplier")], [try at.int("shift")])
-            guard sh.allSatisfy({ (0...62).contains($0) }) else { throw KernelError("rescale shifts must lie in 0...62") }
-            return IntKernels.rescale(x[0], lastDim: t[0].shape.last ?? 1, multipliers: m, shifts: sh, out: op.type.dtype)
+            let (m, sh) = try rescaleFactors?() ?? {
+                let (m, sh) = x.count == 3 ? (IntKernels.widen(x[1]), IntKernels.widen(x[2]))
+                                           : ([Int64(try at.int("multiplier"))], [Int64(try at.int("shift"))])
+                guard sh.allSatisfy({ (0...62).contains($0) }) else { throw KernelError("rescale shifts must lie in 0...62") }
+                return (m, sh.map { Int32($0) })
+            }()
+            return IntKernels.rescale(x[0], lastDim: t[0].shape.last ?? 1, multipliers: m, shifts: sh, out: op.type.dtype, into: place)
         case .table:
-            return .i32(try IntKernels.table(try IntKernels.int16s(x[0]), try IntKernels.int16s(x[1])))
+            return try IntKernels.withInt16s(x[0]) { v in try IntKernels.withInt16s(x[1]) { try IntKernels.table(v, $0, into: place) } }
         case .normTable:
-            return .i64(IntKernels.normTable(IntKernels.widen(x[0]), try IntKernels.int16s(x[1]), power: try at.int("power"), shift: try at.int("shift")))
+            let (power, shift) = (try at.int("power"), try at.int("shift"))
+            return try IntKernels.withInt16s(x[1]) { IntKernels.normTable(x[0], $0, power: power, shift: shift, into: place) }
         case .reshape:
             return x[0]
         case .transpose:
-            return ShapeKernels.transpose(x[0], t[0].shape, perm: try at.ints("perm"))
+            return ShapeKernels.transpose(x[0], t[0].shape, perm: try at.ints("perm"), into: place)
         case .slice:
-            return ShapeKernels.slice(x[0], t[0].shape, begin: try at.ints("begin"), size: try at.ints("size"))
+            return ShapeKernels.slice(x[0], t[0].shape, begin: try at.ints("begin"), size: try at.ints("size"), into: place)
         case .concat:
             let axis = try at.int("axis")
-            return ShapeKernels.concat(x, t.map(\.shape), axis: axis < 0 ? axis + t[0].rank : axis)
+            return ShapeKernels.concat(x, t.map(\.shape), axis: axis < 0 ? axis + t[0].rank : axis, into: place)
         case .gather:
             let rows = IntKernels.widen(x[1]), v = t[0].shape[0]
             if let bad = rows.first(where: { $0 < 0 || $0 >= v }) { throw KernelError("gather index \(bad) is outside 0..<\(v)") }
-            return x[0].mapElements(ShapeKernels.Gather(rows: rows.map(Int.init), width: t[0].shape[1]))
+            return ShapeKernels.gather(x[0], rows: rows.map(Int.init), width: t[0].shape[1], into: place)
         }
     }
 

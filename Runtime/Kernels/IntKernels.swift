@@ -48,134 +48,113 @@ enum IntKernels {
         return r
     }
 
-    static func int16s(_ d: TensorData) throws -> [Int16] {
-        switch d {
-        case let .i16(a): return a
-        case let .i8(a): return a.map(Int16.init)
-        case let .i8View(v): return v.buffer.map(Int16.init)
-        case let .i16View(v): return Array(v.buffer)
-        default: throw KernelError("expected i16 data, got \(d.dtype.rawValue)")
-        }
+    /// i16 data in place (arrays and views alike); i8 data is widened into a copy first.
+    static func withInt16s<R>(_ d: TensorData, _ body: (UnsafeBufferPointer<Int16>) throws -> R) throws -> R {
+        if let r = try d.withInt16s(body) { return r }
+        if let r = try d.withInt8s({ try $0.map(Int16.init).withUnsafeBufferPointer(body) }) { return r }
+        throw KernelError("expected i16 data, got \(d.dtype.rawValue)")
     }
 
-    /// i16 data in place (arrays and mapped views alike).
-    static func withInt16s<R>(_ d: TensorData, _ body: (UnsafeBufferPointer<Int16>) throws -> R) throws -> R {
-        guard let r = try d.withInt16s(body) else { throw KernelError("expected i16 data, got \(d.dtype.rawValue)") }
-        return r
+    /// The output columns [j0, j1) of part p of `parts`: whole 4-column groups where possible,
+    /// so each part takes the vector path.
+    @inline(__always) static func columns(_ p: Int, of parts: Int, n: Int) -> (Int, Int) {
+        let chunk = (n + parts - 1) / parts
+        let j0 = min(n, p * chunk)
+        return (j0, min(n, j0 + chunk))
     }
 
     /// acc[r, n] = bias[n] + Σ_k x[r, k] · w[n, k], exact (CKernels: AVX2 when the CPU has it).
     /// Large products split the outputs between the cores; every split gives the same integers.
-    static func fullyConnected(_ x: [Int16], rows: Int, k: Int, _ wp: UnsafeBufferPointer<Int8>, n: Int, bias: [Int64]?) -> [Int64] {
-        var out = [Int64](repeating: 0, count: rows * n)
+    static func fullyConnected(_ xp: UnsafeBufferPointer<Int16>, rows: Int, k: Int, _ wp: UnsafeBufferPointer<Int8>, n: Int, bias: [Int64]?,
+                               into out: KernelOutput) -> TensorData {
         let parts = rows * n * k >= 1 << 20 ? min(Threads.count, max(1, n / 64)) : 1
-        x.withUnsafeBufferPointer { xp in
-            out.withUnsafeMutableBufferPointer { op in
-                let o = op.baseAddress!
-                func run(_ p: Int) {
-                    // Output slices of whole 4-column groups, so each part takes the vector path.
-                    let chunk = (n + parts - 1) / parts
-                    let j0 = min(n, p * chunk), j1 = min(n, j0 + chunk)
-                    guard j0 < j1 else { return }
-                    if let b = bias {
-                        b.withUnsafeBufferPointer { zo_fc_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, Int32(n), Int32(j0), Int32(j1), $0.baseAddress, o) }
-                    } else {
-                        zo_fc_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, Int32(n), Int32(j0), Int32(j1), nil, o)
-                    }
+        return out.make(.i64, count: rows * n) { y in
+            let o = y.assumingMemoryBound(to: Int64.self)
+            func run(_ b: UnsafePointer<Int64>?) {
+                Threads.run(parts) { p in
+                    let (j0, j1) = columns(p, of: parts, n: n)
+                    if j0 < j1 { zo_fc_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, Int32(n), Int32(j0), Int32(j1), b, o) }
                 }
-                Threads.run(parts, run)
             }
+            if let bias { bias.withUnsafeBufferPointer { run($0.baseAddress) } } else { run(nil) }
         }
-        return out
     }
 
     /// A fully_connected whose only use is a rescale, in one pass: each sum is rescaled as it is
     /// made, so the [rows, n] i64 accumulator (41 MiB for a step graph's output head) never
     /// exists. The integers are those of `fullyConnected` followed by `rescale`; the outputs are
     /// split between the cores as in `fullyConnected`.
-    static func fullyConnectedRescaled(_ x: [Int16], rows: Int, k: Int, _ wp: UnsafeBufferPointer<Int8>, n: Int, bias: [Int64]?,
-                                       multipliers: [Int], shifts: [Int], out: DType) -> TensorData {
-        let width = multipliers.count > 1 ? n : 1
-        let m = multipliers.map(Int64.init), s = shifts.map(Int32.init)
+    static func fullyConnectedRescaled(_ xp: UnsafeBufferPointer<Int16>, rows: Int, k: Int, _ wp: UnsafeBufferPointer<Int8>, n: Int,
+                                       bias: [Int64]?, multipliers m: [Int64], shifts s: [Int32], out: DType, into place: KernelOutput) -> TensorData {
+        let width = m.count > 1 ? n : 1
         let outBits = out.byteSize * 8
         let parts = rows * n * k >= 1 << 20 ? min(Threads.count, max(1, n / 64)) : 1
-        return makeInteger(out, count: rows * n) { y in
-            x.withUnsafeBufferPointer { xp in
-                func run(_ b: UnsafePointer<Int64>?) {
-                    func part(_ p: Int) {
-                        let chunk = (n + parts - 1) / parts
-                        let j0 = min(n, p * chunk), j1 = min(n, j0 + chunk)
-                        guard j0 < j1 else { return }
-                        zo_fc_rescale_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, Int32(n), Int32(j0), Int32(j1), b,
-                                             m, s, Int32(width), Int32(outBits), y)
-                    }
-                    Threads.run(parts, part)
+        return makeInteger(out, count: rows * n, into: place) { y in
+            func run(_ b: UnsafePointer<Int64>?) {
+                Threads.run(parts) { p in
+                    let (j0, j1) = columns(p, of: parts, n: n)
+                    guard j0 < j1 else { return }
+                    zo_fc_rescale_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, Int32(n), Int32(j0), Int32(j1), b,
+                                         m, s, Int32(width), Int32(outBits), y)
                 }
-                if let bias = bias { bias.withUnsafeBufferPointer { run($0.baseAddress) } } else { run(nil) }
             }
+            if let bias { bias.withUnsafeBufferPointer { run($0.baseAddress) } } else { run(nil) }
         }
     }
 
     /// block_fully_connected's exact sums (CKernels), raw (`multipliers` nil: i64) or each rescaled
     /// as it is made (then `out` is the rescale's type). Outputs split between the cores as in
     /// `fullyConnected`; every split gives the same integers. Scales and offsets are read in place.
-    static func blockFullyConnected(_ x: [Int16], rows: Int, k: Int, _ wp: UnsafeBufferPointer<Int8>, bits: Int, scale: TensorData, offset: TensorData,
-                                    block: Int, n: Int, multipliers: [Int]? = nil, shifts: [Int] = [], out: DType = .i64) throws -> TensorData {
+    static func blockFullyConnected(_ xp: UnsafeBufferPointer<Int16>, rows: Int, k: Int, _ wp: UnsafeBufferPointer<Int8>, bits: Int,
+                                    scale: TensorData, offset: TensorData, block: Int, n: Int, multipliers: [Int64]? = nil,
+                                    shifts: [Int32] = [], out: DType = .i64, into place: KernelOutput) throws -> TensorData {
         try withInt16s(scale) { sp in
             try withInt16s(offset) { op in
-                try blockFullyConnected(x, rows: rows, k: k, wp, bits: bits, scale: sp, offset: op, block: block, n: n,
-                                        multipliers: multipliers, shifts: shifts, out: out)
+                try blockFullyConnected(xp, rows: rows, k: k, wp, bits: bits, scale: sp, offset: op, block: block, n: n,
+                                        multipliers: multipliers, shifts: shifts, out: out, into: place)
             }
         }
     }
 
-    static func blockFullyConnected(_ x: [Int16], rows: Int, k: Int, _ wp: UnsafeBufferPointer<Int8>, bits: Int, scale sp: UnsafeBufferPointer<Int16>,
-                                    offset op: UnsafeBufferPointer<Int16>, block: Int, n: Int, multipliers: [Int]?, shifts: [Int], out: DType) throws -> TensorData {
-        let m = (multipliers ?? []).map(Int64.init), s = shifts.map(Int32.init)
+    static func blockFullyConnected(_ xp: UnsafeBufferPointer<Int16>, rows: Int, k: Int, _ wp: UnsafeBufferPointer<Int8>, bits: Int,
+                                    scale sp: UnsafeBufferPointer<Int16>, offset op: UnsafeBufferPointer<Int16>, block: Int, n: Int,
+                                    multipliers: [Int64]?, shifts s: [Int32], out: DType, into place: KernelOutput) throws -> TensorData {
+        let m = multipliers ?? []
         let width = m.count > 1 ? n : 1, outBits = out.byteSize * 8
         let parts = rows * n * k >= 1 << 20 ? min(Threads.count, max(1, n / 64)) : 1
         guard (1...512).contains(block), k % block == 0, bits == 8 || (bits == 4 && block % 2 == 0), wp.count == n * k * bits / 8,
               sp.count == n * (k / block), op.count == sp.count else {
             throw KernelError("block \(block) must lie in 1...512 and divide K = \(k), with \(n) × \(k / max(block, 1)) scales and offsets")
         }
-        return makeInteger(out, count: rows * n) { y in
-            x.withUnsafeBufferPointer { xp in
-                func part(_ p: Int) {
-                    let chunk = (n + parts - 1) / parts
-                    let j0 = min(n, p * chunk), j1 = min(n, j0 + chunk)
-                    guard j0 < j1 else { return }
-                    _ = multipliers == nil
-                        ? zo_block_fc_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, Int32(bits), sp.baseAddress, op.baseAddress, Int32(block),
-                                             Int32(n), Int32(j0), Int32(j1), y.assumingMemoryBound(to: Int64.self))
-                        : zo_block_fc_rescale_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, Int32(bits), sp.baseAddress, op.baseAddress,
-                                                     Int32(block), Int32(n), Int32(j0), Int32(j1), m, s, Int32(width), Int32(outBits), y)
-                }
-                Threads.run(parts, part)
+        return makeInteger(out, count: rows * n, into: place) { y in
+            Threads.run(parts) { p in
+                let (j0, j1) = columns(p, of: parts, n: n)
+                guard j0 < j1 else { return }
+                _ = multipliers == nil
+                    ? zo_block_fc_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, Int32(bits), sp.baseAddress, op.baseAddress, Int32(block),
+                                         Int32(n), Int32(j0), Int32(j1), y.assumingMemoryBound(to: Int64.self))
+                    : zo_block_fc_rescale_i16_i8(xp.baseAddress, Int32(rows), Int32(k), wp.baseAddress, Int32(bits), sp.baseAddress, op.baseAddress,
+                                                 Int32(block), Int32(n), Int32(j0), Int32(j1), m, s, Int32(width), Int32(outBits), y)
             }
         }
     }
 
     /// Batched c[b, m, n] = Σ_k a[b, m, k] · b[b, k, n] (or b[b, n, k]), exact: each i16 product
     /// fits in Int32 and the sum is kept in Int64 (CKernels). Batches split between the cores.
-    static func matmul(_ a: [Int16], _ at: TensorType, _ b: [Int16], transposeB: Bool, out: TensorType) -> [Int64] {
+    static func matmul(_ ap: UnsafeBufferPointer<Int16>, _ at: TensorType, _ bp: UnsafeBufferPointer<Int16>, transposeB: Bool, out: TensorType,
+                       into place: KernelOutput) -> TensorData {
         let m = at.shape[at.rank - 2], k = at.shape[at.rank - 1], n = out.shape[out.rank - 1]
         let batches = at.elementCount / max(m * k, 1)
-        var c = [Int64](repeating: 0, count: out.elementCount)
-        guard m * k > 0 else { return c }
         let parts = batches * m * n * k >= 1 << 18 && batches >= 2 ? min(Threads.count, batches) : 1
-        a.withUnsafeBufferPointer { ap in
-            b.withUnsafeBufferPointer { bp in
-                c.withUnsafeMutableBufferPointer { cp in
-                    func part(_ p: Int) {
-                        let t0 = batches * p / parts, t1 = batches * (p + 1) / parts
-                        zo_matmul_i16(ap.baseAddress! + t0 * m * k, bp.baseAddress! + t0 * k * n, Int32(t1 - t0), Int32(m), Int32(k), Int32(n),
-                                      transposeB ? 1 : 0, cp.baseAddress! + t0 * m * n)
-                    }
-                    Threads.run(parts, part)
-                }
+        return place.make(.i64, count: out.elementCount) { y in
+            let c = y.assumingMemoryBound(to: Int64.self)
+            guard m * k > 0 else { c.initialize(repeating: 0, count: out.elementCount); return }
+            Threads.run(parts) { p in
+                let t0 = batches * p / parts, t1 = batches * (p + 1) / parts
+                zo_matmul_i16(ap.baseAddress! + t0 * m * k, bp.baseAddress! + t0 * k * n, Int32(t1 - t0), Int32(m), Int32(k), Int32(n),
+                              transposeB ? 1 : 0, c + t0 * m * n)
             }
         }
-        return c
     }
 
     /// add/sub/mul with numpy broadcasting, exact in Int64 (saturating there), then saturated to
@@ -184,13 +163,13 @@ enum IntKernels {
     /// it is made: the integers of the op then `rescale`, without the i64 tensor. Large results are
     /// split between the cores along their outermost axis.
     static func binary(_ kind: OpKind, _ a: TensorData, _ ashape: [Int], _ b: TensorData, _ bshape: [Int], out: TensorType,
-                       rescale: (multipliers: [Int], shifts: [Int])? = nil) -> TensorData {
+                       rescale: (multipliers: [Int64], shifts: [Int32])? = nil, into place: KernelOutput) -> TensorData {
         let op: Int32 = kind == .add ? 0 : kind == .sub ? 1 : 2
         let (shape, sa, sb) = Broadcast.layout(ashape, bshape, out: out.shape)
         let count = out.elementCount
         let outBits = out.dtype == .f32 ? 64 : out.dtype.byteSize * 8
-        let m = (rescale?.multipliers ?? []).map { Int64($0) }, s = (rescale?.shifts ?? []).map { Int32($0) }
-        return makeInteger(out.dtype, count: count) { y in
+        let m = rescale?.multipliers ?? [], s = rescale?.shifts ?? []
+        return makeInteger(out.dtype, count: count, into: place) { y in
             withIntegerBytes(a) { ap, abits in
                 withIntegerBytes(b) { bp, bbits in
                     let parts = count >= Threads.splitElements && shape[0] >= 2 ? min(Threads.count, shape[0]) : 1
@@ -221,35 +200,35 @@ enum IntKernels {
         case let .i16(a): return a.withUnsafeBytes { body($0.baseAddress ?? UnsafeRawPointer(bitPattern: 2)!, 16) }
         case let .i16View(v): return body(UnsafeRawPointer(v.buffer.baseAddress ?? UnsafePointer(bitPattern: 2)!), 16)
         case let .i32(a): return a.withUnsafeBytes { body($0.baseAddress ?? UnsafeRawPointer(bitPattern: 4)!, 32) }
+        case let .i32View(v): return body(UnsafeRawPointer(v.buffer.baseAddress ?? UnsafePointer(bitPattern: 4)!), 32)
         case let .i64(a): return a.withUnsafeBytes { body($0.baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, 64) }
+        case let .i64View(v): return body(UnsafeRawPointer(v.buffer.baseAddress ?? UnsafePointer(bitPattern: 8)!), 64)
         case .f32: return widen(d).withUnsafeBytes { body($0.baseAddress ?? UnsafeRawPointer(bitPattern: 8)!, 64) }
         }
     }
 
-    /// A new integer tensor of `dtype` (f32 results are produced as i64) written by `fill`.
-    static func makeInteger(_ dtype: DType, count: Int, _ fill: (UnsafeMutableRawPointer) -> Void) -> TensorData {
-        func make<T>(_: T.Type) -> [T] {
-            [T](unsafeUninitializedCapacity: count) { buf, n in
-                if count > 0 { fill(UnsafeMutableRawPointer(buf.baseAddress!)) }
-                n = count
-            }
+    /// Element j of integer data of `bits` bits at p, as Int64.
+    @inline(__always) static func element(_ p: UnsafeRawPointer, _ bits: Int, _ j: Int) -> Int64 {
+        switch bits {
+        case 8: return Int64(p.load(fromByteOffset: j, as: Int8.self))
+        case 16: return Int64(p.load(fromByteOffset: 2 * j, as: Int16.self))
+        case 32: return Int64(p.load(fromByteOffset: 4 * j, as: Int32.self))
+        default: return p.load(fromByteOffset: 8 * j, as: Int64.self)
         }
-        switch dtype {
-        case .i8: return .i8(make(Int8.self))
-        case .i16: return .i16(make(Int16.self))
-        case .i32: return .i32(make(Int32.self))
-        default: return .i64(make(Int64.self))
-        }
+    }
+
+    /// An integer tensor of `dtype` (f32 results are produced as i64) written by `fill`.
+    static func makeInteger(_ dtype: DType, count: Int, into place: KernelOutput, _ fill: (UnsafeMutableRawPointer) -> Void) -> TensorData {
+        place.make(dtype == .f32 ? .i64 : dtype, count: count, fill)
     }
 
     /// y = saturate(round(x · m / 2^s)) per tensor or per index of the last axis (CKernels), the
     /// input read in its own width; large tensors are split between the cores at row boundaries.
-    static func rescale(_ d: TensorData, lastDim: Int, multipliers: [Int], shifts: [Int], out: DType) -> TensorData {
-        let width = multipliers.count > 1 ? lastDim : 1
-        let m = multipliers.map(Int64.init), s = shifts.map(Int32.init)
+    static func rescale(_ d: TensorData, lastDim: Int, multipliers m: [Int64], shifts s: [Int32], out: DType, into place: KernelOutput) -> TensorData {
+        let width = m.count > 1 ? lastDim : 1
         let count = d.count
         let outBits = out == .f32 ? 64 : out.byteSize * 8
-        return makeInteger(out, count: count) { y in
+        return makeInteger(out, count: count, into: place) { y in
             withIntegerBytes(d) { x, inBits in
                 let rows = count / max(width, 1)
                 let parts = count >= Threads.splitElements && rows >= 2 ? min(Threads.count, rows) : 1
@@ -271,97 +250,124 @@ enum IntKernels {
 
     /// The 513-entry table interpolated at each value (see the catalog); large inputs are split
     /// between the cores (the exp and reciprocal tables run over every attention score).
-    static func table(_ x: [Int16], _ tbl: [Int16]) throws -> [Int32] {
-        guard tbl.count == 513 else { throw KernelError("table has \(tbl.count) entries, not 513") }
-        let count = x.count, parts = count >= Threads.splitElements ? Threads.count : 1
-        return [Int32](unsafeUninitializedCapacity: count) { y, n in
-            x.withUnsafeBufferPointer { xp in
-                tbl.withUnsafeBufferPointer { t in
-                    Threads.run(parts) { p in
-                        let e0 = count * p / parts, e1 = count * (p + 1) / parts
-                        if e1 > e0 { zo_table(xp.baseAddress! + e0, e1 - e0, t.baseAddress, y.baseAddress! + e0) }
-                    }
-                }
+    static func table(_ xp: UnsafeBufferPointer<Int16>, _ t: UnsafeBufferPointer<Int16>, into place: KernelOutput) throws -> TensorData {
+        guard t.count == 513 else { throw KernelError("table has \(t.count) entries, not 513") }
+        let count = xp.count, parts = count >= Threads.splitElements ? Threads.count : 1
+        return place.make(.i32, count: count) { y in
+            let o = y.assumingMemoryBound(to: Int32.self)
+            Threads.run(parts) { p in
+                let e0 = count * p / parts, e1 = count * (p + 1) / parts
+                if e1 > e0 { zo_table(xp.baseAddress! + e0, e1 - e0, t.baseAddress, o + e0) }
             }
-            n = count
         }
     }
 
-    static func normTable(_ x: [Int64], _ tbl: [Int16], power: Int, shift: Int) -> [Int64] {
-        x.map { raw in
-            let v = UInt64(max(raw, 1))
-            let top = 63 - v.leadingZeroBitCount          // index of the highest set bit, 0...62
-            let k = top / 2                                // v = m · 4^k, m in [1, 4)
-            let s = 61 - 2 * k
-            let vn = s >= 0 ? v << UInt64(s) : v >> 1      // in [2^61, 2^63)
-            let u = Int(vn >> 47)                          // in [2^14, 2^16)
-            let i = u >> 7, f = Int64(u & 127)
-            let lo = Int64(tbl[i]), hi = Int64(tbl[i + 1])
-            let r = lo * 128 + (hi - lo) * f
-            let e = shift - power * k
-            if e >= 0 {
-                return Int64(clamping: Int128(r) << e)
+    /// norm_table (see the catalog) of i64 data (other integer types are widened first).
+    static func normTable(_ d: TensorData, _ tbl: UnsafeBufferPointer<Int16>, power: Int, shift: Int, into place: KernelOutput) -> TensorData {
+        func apply(_ x: UnsafeBufferPointer<Int64>) -> TensorData {
+            place.make(.i64, count: x.count) { y in
+                let o = y.assumingMemoryBound(to: Int64.self)
+                for (j, raw) in x.enumerated() { o[j] = normTable(raw, tbl, power: power, shift: shift) }
             }
-            return roundShift(Int128(r), -e)
+        }
+        switch d {
+        case let .i64(a): return a.withUnsafeBufferPointer(apply)
+        case let .i64View(v): return apply(v.buffer)
+        default: return widen(d).withUnsafeBufferPointer(apply)
+        }
+    }
+
+    @inline(__always) static func normTable(_ raw: Int64, _ tbl: UnsafeBufferPointer<Int16>, power: Int, shift: Int) -> Int64 {
+        let v = UInt64(max(raw, 1))
+        let top = 63 - v.leadingZeroBitCount          // index of the highest set bit, 0...62
+        let k = top / 2                                // v = m · 4^k, m in [1, 4)
+        let s = 61 - 2 * k
+        let vn = s >= 0 ? v << UInt64(s) : v >> 1      // in [2^61, 2^63)
+        let u = Int(vn >> 47)                          // in [2^14, 2^16)
+        let i = u >> 7, f = Int64(u & 127)
+        let lo = Int64(tbl[i]), hi = Int64(tbl[i + 1])
+        let r = lo * 128 + (hi - lo) * f
+        let e = shift - power * k
+        if e >= 0 {
+            return Int64(clamping: Int128(r) << e)
+        }
+        return roundShift(Int128(r), -e)
+    }
+
+    /// The elements of i16, i32 or i64 data in place, as `body`'s generic argument (nil for others).
+    static func withIntegerElements<B: IntegerElementsBody>(_ d: TensorData, _ body: B) -> B.Result? {
+        switch d {
+        case let .i16(a): return a.withUnsafeBufferPointer { body($0) }
+        case let .i16View(v): return body(v.buffer)
+        case let .i32(a): return a.withUnsafeBufferPointer { body($0) }
+        case let .i32View(v): return body(v.buffer)
+        case let .i64(a): return a.withUnsafeBufferPointer { body($0) }
+        case let .i64View(v): return body(v.buffer)
+        default: return nil
         }
     }
 
     /// The maximum of each row of i16, i32 or i64 data (nil for other types): the last-axis
     /// reduce_max, without widening every element to Int64 first (the loss head reduces 49,152-wide
     /// rows), rows split between the cores when there are many elements.
-    static func maxOfRows(_ d: TensorData, rowLength n: Int) -> TensorData? {
-        func rows<T: FixedWidthInteger>(_ a: [T]) -> [T] {
-            eachRow(a, length: n) { row in
-                var m = T.min
-                for v in row { m = Swift.max(m, v) }
-                return m
+    static func maxOfRows(_ d: TensorData, rowLength n: Int, into place: KernelOutput) -> TensorData? {
+        struct Max: IntegerElementsBody {
+            let n: Int, place: KernelOutput
+            func callAsFunction<T: FixedWidthInteger>(_ a: UnsafeBufferPointer<T>) -> TensorData {
+                place.make(DType.of(T.self), count: n > 0 ? a.count / n : 0) { y in
+                    IntKernels.eachRow(a, length: n, into: y.assumingMemoryBound(to: T.self)) { row in
+                        var m = T.min
+                        for v in row { m = Swift.max(m, v) }
+                        return m
+                    }
+                }
             }
         }
-        switch d {
-        case let .i16(a): return .i16(rows(a))
-        case let .i32(a): return .i32(rows(a))
-        case let .i64(a): return .i64(rows(a))
-        default: return nil
-        }
+        return withIntegerElements(d, Max(n: n, place: place))
     }
 
     /// The exact sum of each row of i16, i32 or i64 data (nil for other types): rows of i16 or i32
     /// of fewer than 2^32 elements cannot leave Int64, so only i64 rows saturate (as `reduceSum`,
     /// at each addition: the norms' sums of i64 squares).
-    static func sumOfRows(_ d: TensorData, rowLength n: Int) -> [Int64]? {
-        switch d {
-        case let .i16(a): return eachRow(a, length: n) { $0.reduce(Int64(0)) { $0 + Int64($1) } }
-        case let .i32(a): return eachRow(a, length: n) { $0.reduce(Int64(0)) { $0 + Int64($1) } }
-        case let .i64(a): return eachRow(a, length: n, saturatingSum)
-        default: return nil
-        }
-    }
-
-    /// f of each row of `n` elements of a; rows are split between the cores when there are many
-    /// elements (the loss head's rows are 49,152 wide).
-    static func eachRow<T, R>(_ a: [T], length n: Int, _ f: (UnsafeBufferPointer<T>) -> R) -> [R] {
-        guard n > 0 else { return [] }
-        let rowCount = a.count / n
-        let parts = a.count >= Threads.splitElements && rowCount >= 2 ? min(Threads.count, rowCount) : 1
-        return [R](unsafeUninitializedCapacity: rowCount) { out, done in
-            a.withUnsafeBufferPointer { p in
-                Threads.run(parts) { part in
-                    for r in (rowCount * part / parts)..<(rowCount * (part + 1) / parts) {
-                        (out.baseAddress! + r).initialize(to: f(UnsafeBufferPointer(rebasing: p[(r * n)..<((r + 1) * n)])))
+    static func sumOfRows(_ d: TensorData, rowLength n: Int, into place: KernelOutput) -> TensorData? {
+        struct Sum: IntegerElementsBody {
+            let n: Int, place: KernelOutput
+            func callAsFunction<T: FixedWidthInteger>(_ a: UnsafeBufferPointer<T>) -> TensorData {
+                place.make(.i64, count: n > 0 ? a.count / n : 0) { y in
+                    let o = y.assumingMemoryBound(to: Int64.self)
+                    if let rows = a as? UnsafeBufferPointer<Int64> {
+                        IntKernels.eachRow(rows, length: n, into: o) { IntKernels.saturatingSum($0) }
+                    } else {
+                        IntKernels.eachRow(a, length: n, into: o) { $0.reduce(Int64(0)) { $0 + Int64($1) } }
                     }
                 }
             }
-            done = rowCount
+        }
+        return withIntegerElements(d, Sum(n: n, place: place))
+    }
+
+    /// f of each row of `n` elements of a, written to out[row]; rows are split between the cores
+    /// when there are many elements (the loss head's rows are 49,152 wide).
+    static func eachRow<T, R>(_ a: UnsafeBufferPointer<T>, length n: Int, into out: UnsafeMutablePointer<R>, _ f: (UnsafeBufferPointer<T>) -> R) {
+        guard n > 0 else { return }
+        let rowCount = a.count / n
+        let parts = a.count >= Threads.splitElements && rowCount >= 2 ? min(Threads.count, rowCount) : 1
+        Threads.run(parts) { part in
+            for r in (rowCount * part / parts)..<(rowCount * (part + 1) / parts) {
+                (out + r).initialize(to: f(UnsafeBufferPointer(rebasing: a[(r * n)..<((r + 1) * n)])))
+            }
         }
     }
 
-    /// Σ row, saturating at each addition. When every |v| ≤ 2^b and the row is shorter than
-    /// 2^(63 − b), no partial sum can leave Int64 and the plain (vectorized) sum is that.
-    @inline(__always) static func saturatingSum(_ row: UnsafeBufferPointer<Int64>) -> Int64 {
+    /// Σ row, saturating at each addition, continuing from `start`. When every |v| ≤ 2^b, |start|
+    /// < 2^62 and the row is shorter than 2^(62 − b), no partial sum can leave Int64 and the plain
+    /// (vectorized) sum is that.
+    @inline(__always) static func saturatingSum(_ row: UnsafeBufferPointer<Int64>, from start: Int64 = 0) -> Int64 {
         var sum: Int64 = 0, bits: UInt64 = 0
         for v in row { sum &+= v; bits |= UInt64(bitPattern: v ^ (v >> 63)) }
-        if 64 - bits.leadingZeroBitCount + (Int.bitWidth - row.count.leadingZeroBitCount) < 63 { return sum }
-        var acc: Int64 = 0
+        let startFits = start.magnitude < 1 << 62
+        if startFits && 64 - bits.leadingZeroBitCount + (Int.bitWidth - row.count.leadingZeroBitCount) < 62 { return start + sum }
+        var acc = start
         for v in row {
             let (t, over) = acc.addingReportingOverflow(v)
             acc = over ? (v > 0 ? .max : .min) : t
@@ -371,34 +377,69 @@ enum IntKernels {
 
     /// An i64 add/sub/mul of two operands of its own shape and the last-axis reduce_sum that is
     /// its only use, a row at a time (the loss head's Σ e² over 49,152 logits per row): the sums of
-    /// `binary` then `reduce_sum`, without the i64 tensor. Rows are split between the cores.
-    static func binaryRowSums(_ kind: OpKind, _ a: TensorData, _ b: TensorData, rowLength n: Int) -> [Int64] {
+    /// `binary` then `reduce_sum`, without the i64 tensor (each row is made and summed in pieces
+    /// of 1,024 in a buffer on the stack). Rows are split between the cores.
+    static func binaryRowSums(_ kind: OpKind, _ a: TensorData, _ b: TensorData, rowLength n: Int, into place: KernelOutput) -> TensorData {
         let op: Int32 = kind == .add ? 0 : kind == .sub ? 1 : 2
         let rowCount = n > 0 ? a.count / n : 0
         let parts = a.count >= Threads.splitElements && rowCount >= 2 ? min(Threads.count, rowCount) : 1
-        return [Int64](unsafeUninitializedCapacity: rowCount) { out, done in
+        let piece = 1024
+        return place.make(.i64, count: rowCount) { y in
+            let out = y.assumingMemoryBound(to: Int64.self)
             withIntegerBytes(a) { ap, abits in
                 withIntegerBytes(b) { bp, bbits in
                     Threads.run(parts) { part in
-                        let row = UnsafeMutableBufferPointer<Int64>.allocate(capacity: n)
-                        defer { row.deallocate() }
-                        for r in (rowCount * part / parts)..<(rowCount * (part + 1) / parts) {
-                            zo_binary(op, ap + r * n * abits / 8, Int32(abits), bp + r * n * bbits / 8, Int32(bbits), 1, [n], [1], [1], 64, row.baseAddress)
-                            out[r] = saturatingSum(UnsafeBufferPointer(row))
+                        withUnsafeTemporaryAllocation(of: Int64.self, capacity: piece) { buf in
+                            for r in (rowCount * part / parts)..<(rowCount * (part + 1) / parts) {
+                                var acc: Int64 = 0
+                                for e0 in stride(from: 0, to: n, by: piece) {
+                                    let len = min(piece, n - e0), at = r * n + e0
+                                    withUnsafeTemporaryAllocation(of: Int.self, capacity: 3) { v in
+                                        v[0] = len; v[1] = 1; v[2] = 1
+                                        zo_binary(op, ap + at * abits / 8, Int32(abits), bp + at * bbits / 8, Int32(bbits), 1,
+                                                  v.baseAddress, v.baseAddress! + 1, v.baseAddress! + 2, 64, buf.baseAddress)
+                                    }
+                                    acc = saturatingSum(UnsafeBufferPointer(rebasing: buf[0..<len]), from: acc)
+                                }
+                                out[r] = acc
+                            }
                         }
                     }
                 }
             }
-            done = rowCount
         }
     }
 
-    static func reduceSum(_ x: [Int64], _ shape: [Int], axis: Int) -> [Int64] {
+    /// reduce_max along any axis of i16, i32 or i64 data (nil for others; the last axis goes to
+    /// `maxOfRows`).
+    static func maxAlong(_ d: TensorData, _ shape: [Int], axis: Int, into place: KernelOutput) -> TensorData? {
+        struct Max: IntegerElementsBody {
+            let len: Int, inner: Int, place: KernelOutput
+            func callAsFunction<T: FixedWidthInteger>(_ x: UnsafeBufferPointer<T>) -> TensorData {
+                let outer = x.count / max(len * inner, 1)
+                return place.make(DType.of(T.self), count: outer * inner) { y in
+                    let o = y.bindMemory(to: T.self, capacity: outer * inner)
+                    o.initialize(repeating: T.min, count: outer * inner)
+                    for a in 0..<outer {
+                        for j in 0..<len {
+                            let base = (a * len + j) * inner
+                            for i in 0..<inner { o[a * inner + i] = Swift.max(o[a * inner + i], x[base + i]) }
+                        }
+                    }
+                }
+            }
+        }
+        return withIntegerElements(d, Max(len: shape[axis], inner: shape[(axis + 1)...].reduce(1, *), place: place))
+    }
+
+    /// reduce_sum along any axis, saturating at each addition (the last axis goes to `sumOfRows`).
+    static func reduceSum(_ d: TensorData, _ shape: [Int], axis: Int, into place: KernelOutput) -> TensorData {
         let len = shape[axis], inner = shape[(axis + 1)...].reduce(1, *)
-        let outer = x.count / max(len * inner, 1)
-        var out = [Int64](repeating: 0, count: outer * inner)
-        x.withUnsafeBufferPointer { xp in
-            out.withUnsafeMutableBufferPointer { op in
+        let outer = d.count / max(len * inner, 1)
+        func apply(_ xp: UnsafeBufferPointer<Int64>) -> TensorData {
+            place.make(.i64, count: outer * inner) { y in
+                let op = y.assumingMemoryBound(to: Int64.self)
+                op.initialize(repeating: 0, count: outer * inner)
                 for o in 0..<outer {
                     for j in 0..<len {
                         let base = (o * len + j) * inner
@@ -410,7 +451,24 @@ enum IntKernels {
                 }
             }
         }
-        return out
+        switch d {
+        case let .i64(a): return a.withUnsafeBufferPointer(apply)
+        case let .i64View(v): return apply(v.buffer)
+        default: return widen(d).withUnsafeBufferPointer(apply)
+        }
+    }
+}
+
+/// A body generic over the element type of integer data (Swift closures cannot be generic).
+protocol IntegerElementsBody {
+    associatedtype Result
+    func callAsFunction<T: FixedWidthInteger>(_ a: UnsafeBufferPointer<T>) -> Result
+}
+
+extension DType {
+    /// The dtype of an integer element type.
+    static func of<T: FixedWidthInteger>(_: T.Type) -> DType {
+        switch T.bitWidth { case 8: return .i8; case 16: return .i16; case 32: return .i32; default: return .i64 }
     }
 }
 

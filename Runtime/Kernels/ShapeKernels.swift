@@ -14,7 +14,7 @@ extension TensorData {
         case let .i16(a): return .i16(f(a))
         case let .i32(a): return .i32(f(a))
         case let .i64(a): return .i64(f(a))
-        case .i8View, .i16View: return owned.mapElements(f)
+        case .i8View, .i16View, .i32View, .i64View: return owned.mapElements(f)
         }
     }
 }
@@ -33,24 +33,9 @@ enum ShapeKernels {
         case let .i16(a): return raw(a)
         case let .i16View(v): return body(UnsafeRawPointer(v.buffer.baseAddress ?? UnsafePointer(bitPattern: 8)!), 2)
         case let .i32(a): return raw(a)
+        case let .i32View(v): return body(UnsafeRawPointer(v.buffer.baseAddress ?? UnsafePointer(bitPattern: 8)!), 4)
         case let .i64(a): return raw(a)
-        }
-    }
-
-    /// New data of `dtype`, `count` elements, written by `fill` (every element).
-    static func make(_ dtype: DType, count: Int, _ fill: (UnsafeMutableRawPointer) -> Void) -> TensorData {
-        func array<T>(_: T.Type) -> [T] {
-            [T](unsafeUninitializedCapacity: count) { buf, n in
-                if count > 0 { fill(UnsafeMutableRawPointer(buf.baseAddress!)) }
-                n = count
-            }
-        }
-        switch dtype {
-        case .f32: return .f32(array(Float.self))
-        case .i8: return .i8(array(Int8.self))
-        case .i16: return .i16(array(Int16.self))
-        case .i32: return .i32(array(Int32.self))
-        case .i64: return .i64(array(Int64.self))
+        case let .i64View(v): return body(UnsafeRawPointer(v.buffer.baseAddress ?? UnsafePointer(bitPattern: 8)!), 8)
         }
     }
 
@@ -70,29 +55,29 @@ enum ShapeKernels {
         }
     }
 
-    static func transpose(_ x: TensorData, _ shape: [Int], perm: [Int]) -> TensorData {
+    static func transpose(_ x: TensorData, _ shape: [Int], perm: [Int], into place: KernelOutput) -> TensorData {
         let st = strides(of: shape), outShape = perm.map { shape[$0] }
         return withBytes(x) { xp, elem in
-            make(x.dtype, count: x.count) { y in
+            place.make(x.dtype, count: x.count) { y in
                 copy(xp, y, elem: elem, shape: outShape, src: perm.map { st[$0] }, dst: strides(of: outShape))
             }
         }
     }
 
-    static func slice(_ x: TensorData, _ shape: [Int], begin: [Int], size: [Int]) -> TensorData {
+    static func slice(_ x: TensorData, _ shape: [Int], begin: [Int], size: [Int], into place: KernelOutput) -> TensorData {
         let st = strides(of: shape), start = zip(begin, st).reduce(0) { $0 + $1.0 * $1.1 }
         return withBytes(x) { xp, elem in
-            make(x.dtype, count: size.reduce(1, *)) { y in
+            place.make(x.dtype, count: size.reduce(1, *)) { y in
                 copy(xp + start * elem, y, elem: elem, shape: size, src: st, dst: strides(of: size))
             }
         }
     }
 
-    static func concat(_ xs: [TensorData], _ shapes: [[Int]], axis: Int) -> TensorData {
+    static func concat(_ xs: [TensorData], _ shapes: [[Int]], axis: Int, into place: KernelOutput) -> TensorData {
         var outShape = shapes[0]
         outShape[axis] = shapes.map { $0[axis] }.reduce(0, +)
         let outStrides = strides(of: outShape)
-        return make(xs[0].dtype, count: outShape.reduce(1, *)) { y in
+        return place.make(xs[0].dtype, count: outShape.reduce(1, *)) { y in
             var at = 0  // where along `axis` the next operand starts
             for (x, shape) in zip(xs, shapes) {
                 withBytes(x) { xp, elem in
@@ -103,8 +88,12 @@ enum ShapeKernels {
         }
     }
 
-    struct Gather: ElementTransform {
-        let rows: [Int], width: Int
-        func callAsFunction<T>(_ x: [T]) -> [T] { rows.flatMap { x[($0 * width)..<(($0 + 1) * width)] } }
+    /// Whole rows of `width` elements of x, in the order of `rows` (each checked by the caller).
+    static func gather(_ x: TensorData, rows: [Int], width: Int, into place: KernelOutput) -> TensorData {
+        withBytes(x) { xp, elem in
+            place.make(x.dtype, count: rows.count * width) { y in
+                for (i, r) in rows.enumerated() { (y + i * width * elem).copyMemory(from: xp + r * width * elem, byteCount: width * elem) }
+            }
+        }
     }
 }

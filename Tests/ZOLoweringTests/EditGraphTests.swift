@@ -159,6 +159,8 @@ final class EditGraphTests: XCTestCase {
         XCTAssertEqual(copy(moved, 0), copy(both, 0), "δ in copy 1 changed copy 0")
         XCTAssertNotEqual(copy(moved, 1), copy(both, 1), "δ changed nothing")
         XCTAssertEqual(try lossOutputs(cached, [zero, push]), moved, "cached ≠ full at δ ≠ 0")
+        // The step function runs in its arena (memory-plan's layout): no op's result is put elsewhere.
+        XCTAssertEqual(cached.interpreter.resultsOutsideArena, 0, "a step-graph op wrote outside the arena")
 
         // The graph's terms next to the host's f64 log-softmax of the same logits.
         let fullOut = try full.run([zero, push])

@@ -397,8 +397,12 @@ final class IntKernelTests: XCTestCase {
     /// same sums as the two ops (rows split between the cores; one row saturates on the way).
     func testBinaryFusedWithItsRowSumMatchesTheTwoOps() throws {
         let rows = 6, n = 20_000
-        let a = (0..<(rows * n)).map { i -> Int64 in i / n == 2 ? .max / 3 : Int64.random(in: -(1 << 40)...(1 << 40), using: &rng) }
-        let b = (0..<(rows * n)).map { i -> Int32 in i / n == 2 ? 2 : Int32.random(in: -(1 << 20)...(1 << 20), using: &rng) }
+        // Row 2 saturates; row 3 saturates at +max over its first half, then falls to -max over
+        // its second (pieces of 1,024 in the fused sums carry the saturated partial sum on).
+        let a = (0..<(rows * n)).map { i -> Int64 in
+            i / n == 2 ? .max / 3 : i / n == 3 ? (i % n < n / 2 ? .max / 3 : -(.max / 3)) : Int64.random(in: -(1 << 40)...(1 << 40), using: &rng)
+        }
+        let b = (0..<(rows * n)).map { i -> Int32 in i / n == 2 || i / n == 3 ? 2 : Int32.random(in: -(1 << 20)...(1 << 20), using: &rng) }
         for kind in [OpKind.mul, .add, .sub] {
             let mb = ModuleBuilder(name: "k")
             let f = FunctionBuilder("f", in: mb)
@@ -410,8 +414,58 @@ final class IntKernelTests: XCTestCase {
             let fused = try interp.run("f", ["a": .i64(a), "b": .i32(b)])["y"]!
             let apart = try interp.run("f", ["a": .i64(a), "b": .i32(b)], observe: { _, _ in })["y"]!
             XCTAssertTrue(fused == apart, "\(kind.rawValue) then reduce_sum: the fused rows differ")
-            if kind == .mul { XCTAssertEqual(ints(apart)[2], .max, "the row of huge products saturates") }
+            if kind == .mul {
+                XCTAssertEqual(ints(apart)[2], .max, "the row of huge products saturates")
+                XCTAssertEqual(ints(apart)[3], .min, "the row that saturates up, then down")
+            }
         }
+    }
+
+    /// An integer function runs in one arena laid out by memory-plan's ArenaPlan: every op's kernel
+    /// writes its result there (none outside it, the fused pairs included), the results are the
+    /// integers of the unfused, array-per-op run (`observe`), and they are copies: the next run,
+    /// which reuses the arena, leaves them intact.
+    func testAnIntegerFunctionRunsInItsArena() throws {
+        let rows = 24, k = 96, n = 40
+        let w = i8s(n * k), tbl = (0...512).map { Int16(($0 * 61) % 30001 - 15000) }
+        let mb = ModuleBuilder(name: "k")
+        mb.declareConstant("w", TensorType(.i8, [n, k]), .data(.i8(w)))
+        mb.declareConstant("t", TensorType(.i16, [513]), .data(.i16(tbl)))
+        mb.declareConstant("m", TensorType(.i32, [n]), .data(.i32((0..<n).map { Int32(1 << 20) + Int32($0) * 977 })))
+        mb.declareConstant("s", TensorType(.i32, [n]), .data(.i32((0..<n).map { 30 + Int32($0 % 5) })))
+        let f = FunctionBuilder("f", in: mb)
+        let x = f.param("x", TensorType(.i16, [2, rows / 2, k]))
+        let acc = try f.emit(.fullyConnected, [x, try f.constant("w")])                                // fused with its rescale
+        let h = try f.emit(.rescale, [acc, try f.constant("m"), try f.constant("s")], ["out": .string("i16")])
+        let ht = try f.emit(.transpose, [h], ["perm": .ints([0, 2, 1])])
+        let scores = try f.emit(.matmul, [h, ht])                                                     // [2, 12, 12] i64
+        let s16 = try f.emit(.rescale, [scores], ["multiplier": .int(1), "shift": .int(12), "out": .string("i16")])
+        let e = try f.emit(.table, [s16, try f.constant("t")])                                       // i32
+        let sq = try f.emit(.mul, [e, e])                                                           // i64
+        let sums = try f.emit(.reduceSum, [sq], ["axis": .int(2)])                                    // fused row sums
+        let inv = try f.emit(.normTable, [sums, try f.constant("t")], ["power": .int(1), "shift": .int(20)])
+        let top = try f.emit(.reduceMax, [e], ["axis": .int(1)])
+        let cols = try f.emit(.reduceSum, [e], ["axis": .int(1)])
+        let part = try f.emit(.slice, [h], ["begin": .ints([0, 2, 0]), "size": .ints([2, 5, n])])
+        let both = try f.emit(.concat, [part, part], ["axis": .int(1)])
+        let flat = try f.emit(.reshape, [both], ["shape": .ints([2 * 10 * n])])
+        f.output("inv", inv); f.output("top", top); f.output("cols", cols); f.output("flat", flat); f.output("h", h)
+        f.finish()
+        let interp = try Interpreter(module: mb.module)
+        let x1 = i16s(rows * k), x2 = i16s(rows * k)
+        let first = try interp.run("f", ["x": .i16(x1)])
+        XCTAssertEqual(interp.resultsOutsideArena, 0, "an op of an integer function wrote outside the arena")
+        let apart = try interp.run("f", ["x": .i16(x1)], observe: { _, _ in })
+        XCTAssertNil(interp.resultsOutsideArena, "an observed run used the arena")
+        let kept = first
+        let second = try interp.run("f", ["x": .i16(x2)])
+        for name in ["inv", "top", "cols", "flat", "h"] {
+            XCTAssertTrue(first[name]! == apart[name]!, "\(name): the arena run differs from the run in arrays")
+            XCTAssertTrue(kept[name]! == first[name]!, "\(name): the next run overwrote a result")
+            if case .i16View = first[name]! { XCTFail("\(name) is returned as a view into the arena") }
+        }
+        XCTAssertFalse(second["h"]! == first["h"]!, "other inputs gave the same h")
+        XCTAssertTrue(ints(first["inv"]!).contains { $0 != 0 } && ints(first["cols"]!).contains { $0 != 0 }, "trivial data")
     }
 
     /// The same for block_fully_connected and its rescale.
