@@ -19,6 +19,8 @@ public final class Interpreter {
     /// Ops of the last run whose result a kernel put outside the arena (0 for a function that
     /// ran in its arena; nil for one that did not: float values, or `observe`).
     public private(set) var resultsOutsideArena: Int?
+    /// `run`'s value slots and an op's operand list, kept between runs.
+    private var slots: [TensorData?] = [], operands: [TensorData] = []
     /// Seconds spent per op kind and output dtype, when profiling is on (`profile = [:]`).
     public var profile: [String: Double]?
 
@@ -33,8 +35,39 @@ public final class Interpreter {
         /// i64 add/sub/mul ops (by op index) whose only use is a last-axis reduce_sum (op index):
         /// the sums are made a row at a time, the i64 tensor never exists whole.
         let fusedRowSum: [Int: Int]
+        /// The rescales and reduce_sums of those pairs (by op index).
+        let fusedConsumer: [Bool]
         /// Where each value lives in the arena (nil for functions with float values).
         let arena: ArenaPlan?
+        /// Each op's operand types, and what its kernel needs that depends only on them (made
+        /// here once, so a run allocates no bookkeeping arrays for them).
+        let operandTypes: [[TensorType]]
+        let prepared: [Prepared?]
+    }
+
+    enum Prepared {
+        /// An integer add/sub/mul's broadcast layout.
+        case broadcast(Broadcast.Layout)
+        /// A transpose's, slice's or concat's copies.
+        case copies([ShapeKernels.StridedCopy], count: Int)
+    }
+
+    static func prepare(_ op: Op, _ t: [TensorType]) throws -> Prepared? {
+        let at = AttrReader(op.attributes)
+        switch op.kind {
+        case .add, .sub, .mul where op.type.dtype != .f32:
+            return .broadcast(Broadcast.layout(t[0].shape, t[1].shape, out: op.type.shape))
+        case .transpose:
+            return .copies(ShapeKernels.StridedCopy.transpose(t[0].shape, perm: try at.ints("perm")), count: op.type.elementCount)
+        case .slice:
+            return .copies(ShapeKernels.StridedCopy.slice(t[0].shape, begin: try at.ints("begin"), size: try at.ints("size")),
+                           count: op.type.elementCount)
+        case .concat:
+            let axis = try at.int("axis")
+            return .copies(ShapeKernels.StridedCopy.concat(t.map(\.shape), axis: axis < 0 ? axis + t[0].rank : axis), count: op.type.elementCount)
+        default:
+            return nil
+        }
     }
 
     /// `constantsFrom`: reuse the constants another interpreter has materialized (same weights).
@@ -123,8 +156,13 @@ public final class Interpreter {
         for v in f.resultValues { isResult[v] = true }
         let fused = FusedPairs(f)
         let integer = f.params.allSatisfy { $0.type.dtype != .f32 } && f.ops.allSatisfy { $0.kind == .constant || $0.type.dtype != .f32 }
+        let types = f.ops.map { $0.operands.map { f.type(of: $0) } }
+        var consumer = [Bool](repeating: false, count: f.ops.count)
+        for c in fused.rescale.values { consumer[c] = true }
+        for c in fused.rowSum.values { consumer[c] = true }
+        let prepared = try zip(f.ops, types).map { try Self.prepare($0, $1) }  // the verifier checked the attributes
         let p = Plan(function: f, lastUse: last, isResult: isResult, fusedRescale: fused.rescale, fusedRowSum: fused.rowSum,
-                     arena: integer ? ArenaPlan(f, fused: fused) : nil)
+                     fusedConsumer: consumer, arena: integer ? ArenaPlan(f, fused: fused) : nil, operandTypes: types, prepared: prepared)
         plans[name] = p
         return p
     }
@@ -162,7 +200,11 @@ public final class Interpreter {
         for k in inputs.keys where !f.params.contains(where: { $0.name == k }) {
             throw RuntimeError.unexpectedInput(function: f.name, name: k)
         }
-        var values = [TensorData?](repeating: nil, count: f.valueCount)
+        // The value slots and operand lists are the interpreter's, kept between runs.
+        var values = slots
+        slots = []
+        defer { values.removeAll(keepingCapacity: true); slots = values }
+        values.append(contentsOf: repeatElement(nil, count: f.valueCount))
         for (i, param) in f.params.enumerated() {
             guard let d = inputs[param.name] else { throw RuntimeError.missingInput(function: f.name, name: param.name) }
             guard d.dtype == param.type.dtype, d.count == param.type.elementCount else {
@@ -180,34 +222,36 @@ public final class Interpreter {
             return KernelOutput(place: base + offset, arena: arena)
         }
         var outside = 0
-        var done = Set<Int>()  // rescales already computed with their fully_connected
+        let fusing = observe == nil
+        var x = operands
+        operands = []
+        defer { x.removeAll(keepingCapacity: true); operands = x }
         for (i, op) in f.ops.enumerated() {
             let id = n + i
+            // A fused pair's rescale or reduce_sum ran with its producer.
+            if fusing && p.fusedConsumer[i] { continue }
             do {
                 let t0 = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
-                var kind = profile == nil ? "" : Self.profileKey(op, in: f)  // a string per op: only when profiling
-                if done.contains(i) {
-                    kind = ""
-                } else if observe == nil, let c = p.fusedRowSum[i] {
-                    values[n + c] = IntKernels.binaryRowSums(op.kind, values[op.operands[0]]!, values[op.operands[1]]!, rowLength: op.type.shape.last!,
-                                                             into: place(n + c))
-                    done.insert(c)
-                    kind = "\(op.kind.rawValue)+reduce_sum i64"
-                } else if observe == nil, let c = p.fusedRescale[i] {
-                    values[n + c] = try rescaled(op, f.ops[c], at: c, in: f, op.operands.map { values[$0]! }, op.operands.map { f.type(of: $0) },
-                                                 into: place(n + c))
-                    done.insert(c)
-                    kind = Self.fusedKey(op, f.ops[c])
+                x.removeAll(keepingCapacity: true)
+                for o in op.operands { x.append(values[o]!) }
+                let t = p.operandTypes[i]
+                var result = id  // the value this op's kernel makes
+                if fusing, let c = p.fusedRowSum[i] {
+                    result = n + c
+                    values[result] = IntKernels.binaryRowSums(op.kind, x[0], x[1], rowLength: op.type.shape.last!, into: place(result))
+                } else if fusing, let c = p.fusedRescale[i] {
+                    result = n + c
+                    values[result] = try rescaled(op, f.ops[c], at: c, in: f, x, t, prepared: p.prepared[i], into: place(result))
                 } else {
-                    values[id] = try execute(op, op.operands.map { values[$0]! }, op.operands.map { f.type(of: $0) }, into: place(id),
-                                             rescaleFactors: op.kind == .rescale ? { try self.rescaleFactors(f, i) } : nil)
+                    values[id] = try execute(op, x, t, into: place(id), prepared: p.prepared[i],
+                                             rescaleFactors: op.kind == .rescale ? try rescaleFactors(f, i) : nil)
                     if let o = observe { o(id, values[id]!) }
                 }
-                if plan != nil, op.kind != .constant, op.kind != .reshape, !done.contains(i) {
-                    let v = p.fusedRescale[i] ?? p.fusedRowSum[i] ?? i
-                    if !arena.holds(values[n + v]!) { outside += 1 }
-                }
-                if profile != nil && !kind.isEmpty {
+                if plan != nil, op.kind != .constant, op.kind != .reshape, !arena.holds(values[result]!) { outside += 1 }
+                if profile != nil {
+                    // A string per op: only when profiling.
+                    let kind = result == id ? Self.profileKey(op, in: f)
+                        : p.fusedRowSum[i] != nil ? "\(op.kind.rawValue)+reduce_sum i64" : Self.fusedKey(op, f.ops[result - n])
                     profile![kind, default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
                 }
             } catch let e as KernelError {
@@ -259,15 +303,15 @@ public final class Interpreter {
 
     /// An integer fully_connected or add/sub/mul and the rescale that is its only use (op `c`), as
     /// one kernel. (The rescale's multipliers and shifts are constants: the plan checked it.)
-    func rescaled(_ op: Op, _ rescale: Op, at c: Int, in f: Function, _ x: [TensorData], _ t: [TensorType],
+    func rescaled(_ op: Op, _ rescale: Op, at c: Int, in f: Function, _ x: [TensorData], _ t: [TensorType], prepared: Prepared?,
                   into place: KernelOutput) throws -> TensorData {
         let (m, sh) = try rescaleFactors(f, c)
         if [.add, .sub, .mul].contains(op.kind) {
             guard m.count == 1 || m.count == op.type.shape.last, m.count == sh.count else {
                 throw KernelError("rescale has \(m.count) multipliers for a last axis of \(op.type.shape.last ?? 1)")
             }
-            return IntKernels.binary(op.kind, x[0], t[0].shape, x[1], t[1].shape, out: TensorType(rescale.type.dtype, op.type.shape),
-                                     rescale: (m, sh), into: place)
+            guard case let .broadcast(layout)? = prepared else { throw KernelError("\(op.kind.rawValue) has no broadcast layout") }
+            return IntKernels.binary(op.kind, x[0], x[1], layout, out: TensorType(rescale.type.dtype, op.type.shape), rescale: (m, sh), into: place)
         }
         let k = t[1].shape[1], n = t[1].shape[0]
         return try IntKernels.withInt16s(x[0]) { input in
@@ -288,8 +332,8 @@ public final class Interpreter {
 
     /// Op on operand data, its result where `place` says. `rescaleFactors`: the rescale's
     /// multipliers and shifts, made once (else read from its operands or attributes).
-    func execute(_ op: Op, _ x: [TensorData], _ t: [TensorType], into place: KernelOutput = .array,
-                 rescaleFactors: (() throws -> (m: [Int64], s: [Int32]))? = nil) throws -> TensorData {
+    func execute(_ op: Op, _ x: [TensorData], _ t: [TensorType], into place: KernelOutput = .array, prepared: Prepared? = nil,
+                 rescaleFactors: (m: [Int64], s: [Int32])? = nil) throws -> TensorData {
         let at = AttrReader(op.attributes)
         let isFloat = op.type.dtype == .f32
         switch op.kind {
@@ -321,7 +365,8 @@ public final class Interpreter {
             }
         case .add, .sub, .mul:
             if isFloat { return .f32(FloatKernels.binary(op.kind, try f32(x[0]), t[0].shape, try f32(x[1]), t[1].shape, out: op.type.shape)) }
-            return IntKernels.binary(op.kind, x[0], t[0].shape, x[1], t[1].shape, out: op.type, into: place)
+            guard case let .broadcast(layout)? = try prepared ?? Self.prepare(op, t) else { throw KernelError("no broadcast layout") }
+            return IntKernels.binary(op.kind, x[0], x[1], layout, out: op.type, into: place)
         case .scale:
             let factor = Float(try at.float("factor"))
             return .f32(FloatKernels.map(try f32(x[0]), pool: &pool) { $0 * factor })
@@ -356,7 +401,7 @@ public final class Interpreter {
             if let r = IntKernels.maxAlong(x[0], t[0].shape, axis: a, into: place) { return r }
             return IntKernels.narrow(Reduction.apply(IntKernels.widen(x[0]), t[0].shape, axis: a, initial: .min, max), to: op.type.dtype)
         case .rescale:
-            let (m, sh) = try rescaleFactors?() ?? {
+            let (m, sh) = try rescaleFactors ?? {
                 let (m, sh) = x.count == 3 ? (IntKernels.widen(x[1]), IntKernels.widen(x[2]))
                                            : ([Int64(try at.int("multiplier"))], [Int64(try at.int("shift"))])
                 guard sh.allSatisfy({ (0...62).contains($0) }) else { throw KernelError("rescale shifts must lie in 0...62") }
@@ -370,13 +415,9 @@ public final class Interpreter {
             return try IntKernels.withInt16s(x[1]) { IntKernels.normTable(x[0], $0, power: power, shift: shift, into: place) }
         case .reshape:
             return x[0]
-        case .transpose:
-            return ShapeKernels.transpose(x[0], t[0].shape, perm: try at.ints("perm"), into: place)
-        case .slice:
-            return ShapeKernels.slice(x[0], t[0].shape, begin: try at.ints("begin"), size: try at.ints("size"), into: place)
-        case .concat:
-            let axis = try at.int("axis")
-            return ShapeKernels.concat(x, t.map(\.shape), axis: axis < 0 ? axis + t[0].rank : axis, into: place)
+        case .transpose, .slice, .concat:
+            guard case let .copies(copies, count)? = try prepared ?? Self.prepare(op, t) else { throw KernelError("no copies for \(op.kind.rawValue)") }
+            return ShapeKernels.run(copies, x, count: count, into: place)
         case .gather:
             let rows = IntKernels.widen(x[1]), v = t[0].shape[0]
             if let bad = rows.first(where: { $0 < 0 || $0 >= v }) { throw KernelError("gather index \(bad) is outside 0..<\(v)") }

@@ -162,10 +162,11 @@ enum IntKernels {
     /// only use: per tensor, or per index of the last axis), each result is rescaled into `out` as
     /// it is made: the integers of the op then `rescale`, without the i64 tensor. Large results are
     /// split between the cores along their outermost axis.
-    static func binary(_ kind: OpKind, _ a: TensorData, _ ashape: [Int], _ b: TensorData, _ bshape: [Int], out: TensorType,
+    /// `layout`: `Broadcast.layout` of the operands' shapes (made once per op).
+    static func binary(_ kind: OpKind, _ a: TensorData, _ b: TensorData, _ layout: Broadcast.Layout, out: TensorType,
                        rescale: (multipliers: [Int64], shifts: [Int32])? = nil, into place: KernelOutput) -> TensorData {
         let op: Int32 = kind == .add ? 0 : kind == .sub ? 1 : 2
-        let (shape, sa, sb) = Broadcast.layout(ashape, bshape, out: out.shape)
+        let (shape, sa, sb) = layout
         let count = out.elementCount
         let outBits = out.dtype == .f32 ? 64 : out.dtype.byteSize * 8
         let m = rescale?.multipliers ?? [], s = rescale?.shifts ?? []
@@ -176,15 +177,15 @@ enum IntKernels {
                     let inner = count / shape[0]
                     Threads.run(parts) { p in
                         let r0 = shape[0] * p / parts, r1 = shape[0] * (p + 1) / parts
-                        var sh = shape
-                        sh[0] = r1 - r0
-                        guard sh[0] > 0 else { return }
+                        guard r1 > r0 else { return }
                         let (x, z, first) = (ap + r0 * sa[0] * abits / 8, bp + r0 * sb[0] * bbits / 8, r0 * inner)
-                        if rescale == nil {
-                            zo_binary(op, x, Int32(abits), z, Int32(bbits), Int32(sh.count), sh, sa, sb, Int32(outBits), y + first * outBits / 8)
-                        } else {
-                            zo_binary_rescale(op, x, Int32(abits), z, Int32(bbits), Int32(sh.count), sh, sa, sb, m, s, m.count, first,
-                                              Int32(outBits), y + first * outBits / 8)
+                        withFirstAxis(shape, r1 - r0) { sh in
+                            if rescale == nil {
+                                zo_binary(op, x, Int32(abits), z, Int32(bbits), Int32(shape.count), sh, sa, sb, Int32(outBits), y + first * outBits / 8)
+                            } else {
+                                zo_binary_rescale(op, x, Int32(abits), z, Int32(bbits), Int32(shape.count), sh, sa, sb, m, s, m.count, first,
+                                                  Int32(outBits), y + first * outBits / 8)
+                            }
                         }
                     }
                 }
@@ -476,7 +477,9 @@ extension DType {
 enum Broadcast {
     /// The result's shape with both operands' element strides (0 on broadcast axes), size-1 axes
     /// dropped and adjacent axes merged where both operands run on contiguously (rank ≥ 1).
-    static func layout(_ ashape: [Int], _ bshape: [Int], out: [Int]) -> (shape: [Int], sa: [Int], sb: [Int]) {
+    typealias Layout = (shape: [Int], sa: [Int], sb: [Int])
+
+    static func layout(_ ashape: [Int], _ bshape: [Int], out: [Int]) -> Layout {
         let r = out.count
         func bstrides(_ s: [Int]) -> [Int] {
             let padded = [Int](repeating: 1, count: r - s.count) + s

@@ -39,6 +39,43 @@ enum ShapeKernels {
         }
     }
 
+    /// One operand's part of a transpose, slice or concat: `shape` elements read from the operand
+    /// at `from` with strides `src`, written at `to` with strides `dst` (elements, row-major).
+    /// Made once per op (the interpreter's plan), so running one allocates nothing.
+    struct StridedCopy {
+        var shape: [Int], src: [Int], dst: [Int], from = 0, to = 0
+
+        static func transpose(_ shape: [Int], perm: [Int]) -> [StridedCopy] {
+            let st = strides(of: shape), out = perm.map { shape[$0] }
+            return [StridedCopy(shape: out, src: perm.map { st[$0] }, dst: strides(of: out))]
+        }
+
+        static func slice(_ shape: [Int], begin: [Int], size: [Int]) -> [StridedCopy] {
+            let st = strides(of: shape)
+            return [StridedCopy(shape: size, src: st, dst: strides(of: size), from: zip(begin, st).reduce(0) { $0 + $1.0 * $1.1 })]
+        }
+
+        static func concat(_ shapes: [[Int]], axis: Int) -> [StridedCopy] {
+            var out = shapes[0]
+            out[axis] = shapes.map { $0[axis] }.reduce(0, +)
+            let dst = strides(of: out)
+            var at = 0  // where along `axis` the next operand starts
+            return shapes.map { shape in
+                defer { at += shape[axis] }
+                return StridedCopy(shape: shape, src: strides(of: shape), dst: dst, to: at * dst[axis])
+            }
+        }
+    }
+
+    /// Runs the copies (one per operand) into new data of `count` elements.
+    static func run(_ copies: [StridedCopy], _ xs: [TensorData], count: Int, into place: KernelOutput) -> TensorData {
+        place.make(xs[0].dtype, count: count) { y in
+            for (c, x) in zip(copies, xs) {
+                withBytes(x) { xp, elem in copy(xp + c.from * elem, y + c.to * elem, elem: elem, shape: c.shape, src: c.src, dst: c.dst) }
+            }
+        }
+    }
+
     /// Copies `shape` from src to dst with the given element strides; parts of the first axis
     /// go to the cores when there are many elements.
     static func copy(_ src: UnsafeRawPointer, _ dst: UnsafeMutableRawPointer, elem: Int, shape: [Int], src srcStride: [Int], dst dstStride: [Int]) {
@@ -48,42 +85,9 @@ enum ShapeKernels {
         Threads.run(parts) { p in
             let a0 = shape[0] * p / parts, a1 = shape[0] * (p + 1) / parts
             guard a1 > a0 else { return }
-            var sh = shape
-            sh[0] = a1 - a0
-            zo_strided_copy(src + a0 * srcStride[0] * elem, dst + a0 * dstStride[0] * elem, Int32(elem), Int32(sh.count),
-                            sh, srcStride, dstStride)
-        }
-    }
-
-    static func transpose(_ x: TensorData, _ shape: [Int], perm: [Int], into place: KernelOutput) -> TensorData {
-        let st = strides(of: shape), outShape = perm.map { shape[$0] }
-        return withBytes(x) { xp, elem in
-            place.make(x.dtype, count: x.count) { y in
-                copy(xp, y, elem: elem, shape: outShape, src: perm.map { st[$0] }, dst: strides(of: outShape))
-            }
-        }
-    }
-
-    static func slice(_ x: TensorData, _ shape: [Int], begin: [Int], size: [Int], into place: KernelOutput) -> TensorData {
-        let st = strides(of: shape), start = zip(begin, st).reduce(0) { $0 + $1.0 * $1.1 }
-        return withBytes(x) { xp, elem in
-            place.make(x.dtype, count: size.reduce(1, *)) { y in
-                copy(xp + start * elem, y, elem: elem, shape: size, src: st, dst: strides(of: size))
-            }
-        }
-    }
-
-    static func concat(_ xs: [TensorData], _ shapes: [[Int]], axis: Int, into place: KernelOutput) -> TensorData {
-        var outShape = shapes[0]
-        outShape[axis] = shapes.map { $0[axis] }.reduce(0, +)
-        let outStrides = strides(of: outShape)
-        return place.make(xs[0].dtype, count: outShape.reduce(1, *)) { y in
-            var at = 0  // where along `axis` the next operand starts
-            for (x, shape) in zip(xs, shapes) {
-                withBytes(x) { xp, elem in
-                    copy(xp, y + at * outStrides[axis] * elem, elem: elem, shape: shape, src: strides(of: shape), dst: outStrides)
-                }
-                at += shape[axis]
+            withFirstAxis(shape, a1 - a0) { sh in
+                zo_strided_copy(src + a0 * srcStride[0] * elem, dst + a0 * dstStride[0] * elem, Int32(elem), Int32(shape.count),
+                                sh, srcStride, dstStride)
             }
         }
     }
@@ -95,5 +99,14 @@ enum ShapeKernels {
                 for (i, r) in rows.enumerated() { (y + i * width * elem).copyMemory(from: xp + r * width * elem, byteCount: width * elem) }
             }
         }
+    }
+}
+
+/// `shape` with its first axis set to `first`, on the stack (a part of an op split between the
+/// cores), for a C kernel.
+@inline(__always) func withFirstAxis<R>(_ shape: [Int], _ first: Int, _ body: (UnsafePointer<Int>) -> R) -> R {
+    withUnsafeTemporaryAllocation(of: Int.self, capacity: max(shape.count, 1)) { sh in
+        for (i, d) in shape.enumerated() { sh[i] = i == 0 ? first : d }
+        return body(UnsafePointer(sh.baseAddress!))
     }
 }

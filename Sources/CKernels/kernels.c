@@ -6,6 +6,36 @@
 #include <immintrin.h>
 #endif
 
+// Each thread's scratch buffers, kept between calls (a fresh ~200 KiB packed tile per call is a
+// fresh mapping: page faults, and unmapping it interrupts the other thread; the others are small,
+// but a step graph makes thousands of these calls). One buffer per use in a call; freed at thread
+// exit.
+enum { TILE_WEIGHTS, TILE_SCALES, TILE_OFFSETS, ROW_SUMS, ROW_SUMS_F64, RESCALE_SCRATCH, SCRATCH_SLOTS };
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+struct scratch { size_t capacity[SCRATCH_SLOTS]; void *bytes[SCRATCH_SLOTS]; };
+static void free_scratch(void *p) {
+    struct scratch *b = p;
+    for (int i = 0; i < SCRATCH_SLOTS; i++) free(b->bytes[i]);
+    free(b);
+}
+static void make_scratch_key(void) { pthread_key_create(&scratch_key, free_scratch); }
+// The calling thread's buffer `slot`, at least `bytes` long (64-byte aligned), or NULL when out of memory.
+static void *scratch_buffer(int slot, size_t bytes) {
+    pthread_once(&scratch_once, make_scratch_key);
+    struct scratch *b = pthread_getspecific(scratch_key);
+    if (!b) {
+        if (!(b = calloc(1, sizeof *b))) return NULL;
+        pthread_setspecific(scratch_key, b);
+    }
+    if (bytes > b->capacity[slot]) {
+        free(b->bytes[slot]);
+        if (posix_memalign(&b->bytes[slot], 64, bytes ? bytes : 1) != 0) b->bytes[slot] = NULL;
+        b->capacity[slot] = b->bytes[slot] ? bytes : 0;
+    }
+    return b->bytes[slot];
+}
+
 static inline int64_t rescale_one(int64_t x, int64_t m, int s);
 
 // Where a fully_connected's sums go: int64 into `raw`, or (raw NULL) rescaled by m/s of the
@@ -240,7 +270,7 @@ static void fc(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0
     const int tile = output_tile(k, 1);
     // With a rescale, each group of 4 rows × tile goes through an int64 scratch first (the
     // scalar rescale per output would cost as much as the sums at K = 576).
-    int64_t *scratch = o->raw ? NULL : malloc(sizeof(int64_t) * 4 * (size_t)tile);
+    int64_t *scratch = o->raw ? NULL : scratch_buffer(RESCALE_SCRATCH, sizeof(int64_t) * 4 * (size_t)tile);
     for (int t0 = j0; t0 < j1; t0 += tile) {
         int t1 = t0 + tile < j1 ? t0 + tile : j1, len = t1 - t0;
         if (!scratch) { fc_tile(x, rows, k, w, n, t0, t1, bias, o); continue; }
@@ -251,7 +281,6 @@ static void fc(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0
             rescale_rows(scratch, rr, len, t0, r0, n, o);
         }
     }
-    free(scratch);
 }
 
 void zo_fc_i16_i8(const int16_t *x, int rows, int k, const int8_t *w, int n, int j0, int j1,
@@ -600,28 +629,6 @@ PACKED_KERNEL(block_fc_packed_4x16_vnni_sym, VNNI_TARGET, MADD_VNNI, F64X8, 2, 0
 PACKED_KERNEL(block_fc_packed_4x32_vnni, VNNI_TARGET, MADD_VNNI, F64X8, 4, 1)
 PACKED_KERNEL(block_fc_packed_4x32_vnni_sym, VNNI_TARGET, MADD_VNNI, F64X8, 4, 0)
 
-// Each thread's packed-tile buffer, kept between calls: a fresh buffer of ~200 KiB per call is a
-// fresh mapping (page faults, and unmapping it interrupts the other thread). Freed at thread exit.
-static pthread_key_t tile_key;
-static pthread_once_t tile_once = PTHREAD_ONCE_INIT;
-struct tile_buffer { size_t capacity; int8_t *bytes; };
-static void free_tile_buffer(void *p) { struct tile_buffer *b = p; free(b->bytes); free(b); }
-static void make_tile_key(void) { pthread_key_create(&tile_key, free_tile_buffer); }
-static int8_t *packed_tile_buffer(size_t bytes) {
-    pthread_once(&tile_once, make_tile_key);
-    struct tile_buffer *b = pthread_getspecific(tile_key);
-    if (!b) {
-        if (!(b = calloc(1, sizeof *b))) return NULL;
-        pthread_setspecific(tile_key, b);
-    }
-    if (bytes > b->capacity) {
-        free(b->bytes);
-        b->bytes = malloc(bytes);
-        b->capacity = b->bytes ? bytes : 0;
-    }
-    return b->bytes;
-}
-
 // block_fc over many rows with packed tiles (AVX2, even blocks, at least 16 outputs). Outputs
 // past the last multiple of 16 of a tile go to block_fc_tile. Returns -1 when out of memory.
 static int block_fc_packed(const int16_t *x, int rows, int k, const int8_t *w, int bits, const int16_t *scale, const int16_t *offset,
@@ -636,12 +643,12 @@ static int block_fc_packed(const int16_t *x, int rows, int k, const int8_t *w, i
     const packed_4xg_fn k16 = vnni ? (offsets ? block_fc_packed_4x16_vnni : block_fc_packed_4x16_vnni_sym)
                                    : (offsets ? block_fc_packed_4x16 : block_fc_packed_4x16_sym);
     const packed_4xg_fn k32 = offsets ? block_fc_packed_4x32_vnni : block_fc_packed_4x32_vnni_sym;
-    int8_t *pw = packed_tile_buffer((size_t)tile * k);
-    double *ps = malloc(sizeof(double) * (size_t)tile * kb), *po = malloc(sizeof(double) * (size_t)tile * kb);
-    int32_t *sums = malloc(sizeof(int32_t) * 4 * (size_t)kb);
-    double *sumsf = malloc(sizeof(double) * 4 * (size_t)kb);
-    int64_t *scratch = malloc(sizeof(int64_t) * 4 * (size_t)tile);
-    if (!pw || !ps || !po || !sums || !sumsf || !scratch) { free(ps); free(po); free(sums); free(sumsf); free(scratch); return -1; }
+    int8_t *pw = scratch_buffer(TILE_WEIGHTS, (size_t)tile * k);
+    double *ps = scratch_buffer(TILE_SCALES, sizeof(double) * (size_t)tile * kb), *po = scratch_buffer(TILE_OFFSETS, sizeof(double) * (size_t)tile * kb);
+    int32_t *sums = scratch_buffer(ROW_SUMS, sizeof(int32_t) * 4 * (size_t)kb);
+    double *sumsf = scratch_buffer(ROW_SUMS_F64, sizeof(double) * 4 * (size_t)kb);
+    int64_t *scratch = scratch_buffer(RESCALE_SCRATCH, sizeof(int64_t) * 4 * (size_t)tile);
+    if (!pw || !ps || !po || !sums || !sumsf || !scratch) return -1;
     for (int t0 = j0; t0 < j1; t0 += tile) {
         const int t1 = t0 + tile < j1 ? t0 + tile : j1, len = t1 - t0, packed = len & ~15;
         pack_block_tile(w, bits, scale, offset, k, kb, t0, packed / 8, pw, ps, po);
@@ -680,7 +687,6 @@ static int block_fc_packed(const int16_t *x, int rows, int k, const int8_t *w, i
             if (!o->raw) rescale_rows(scratch, rr, len, t0, r0, n, o);
         }
     }
-    free(ps); free(po); free(sums); free(sumsf); free(scratch);
     return 0;
 }
 #endif
@@ -692,12 +698,12 @@ static int block_fc(const int16_t *x, int rows, int k, const int8_t *w, int bits
     // The packed kernel's f64 totals are exact while k·2^30·(2^7 + 1) < 2^53 (its comment).
     if (zo_has_avx2() && rows >= 4 && block % 2 == 0 && j1 - j0 >= 16 && k < 65000) return block_fc_packed(x, rows, k, w, bits, scale, offset, block, n, j0, j1, o);
 #endif
-    int32_t *sums = malloc(sizeof(int32_t) * 4 * (size_t)(k / block));
+    int32_t *sums = scratch_buffer(ROW_SUMS, sizeof(int32_t) * 4 * (size_t)(k / block));
     if (!sums) return -1;
     const int tile = output_tile(k, 1);
     const int kb = k / block;
     const size_t stride = bits == 8 ? (size_t)k : (size_t)k / 2;
-    int64_t *scratch = o->raw ? NULL : malloc(sizeof(int64_t) * 4 * (size_t)tile);  // as in fc()
+    int64_t *scratch = o->raw ? NULL : scratch_buffer(RESCALE_SCRATCH, sizeof(int64_t) * 4 * (size_t)tile);  // as in fc()
     for (int t0 = j0; t0 < j1; t0 += tile) {
         int t1 = t0 + tile < j1 ? t0 + tile : j1, len = t1 - t0;
         if (!scratch) { block_fc_tile(x, rows, k, w, bits, scale, offset, block, n, t0, t1, sums, o); continue; }
@@ -709,8 +715,6 @@ static int block_fc(const int16_t *x, int rows, int k, const int8_t *w, int bits
             rescale_rows(scratch, rr, len, t0, r0, n, o);
         }
     }
-    free(scratch);
-    free(sums);
     return 0;
 }
 
