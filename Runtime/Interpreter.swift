@@ -124,6 +124,10 @@ public final class Interpreter {
     /// Forgets a replaced constant's data: it materializes from its source again on next use.
     public func forgetConstant(_ name: String) { constants[name] = nil }
 
+    /// Gives the arena's pages back to the system (the next run writes them again): for work
+    /// between runs that needs the memory more, such as an edit's rank-one update.
+    public func releaseArena() { arena.dropPages() }
+
     /// Drops from resident memory the pages of the weights (int8, and their int16 block scales)
     /// used in place from a file mapping that none of `functions` names (they are re-read from the
     /// file if another function runs again): an edit's prefix and refresh functions run all layers,

@@ -359,6 +359,9 @@ public final class EditRunner {
     /// optimised, added where its key matches k̄. Applies the update to `weights` and measures the
     /// smallest target probability on the rewrite prompts with them (the prefix function, δ = 0).
     func applyUpdate(_ delta: [Float], key: [Float], to w: [Float], weights: EditWeights) throws -> (edited: [Float], clipped: Int, pAfter: Double) {
+        // The step function's arena pages (its output head for every copy) need not stay resident
+        // while the f32 weights are made: the prefix run below writes its own, smaller part again.
+        interpreter.releaseArena()
         let D = config.hidden, F = config.ffn
         var target = [Float](repeating: 0, count: D)
         for i in 0..<D {

@@ -1,12 +1,20 @@
 import ZOIR
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One block of memory for the values of the function an interpreter is running, laid out by
 /// `ArenaPlan` (memory-plan): it grows to the largest plan run so far, never shrinks, and every
 /// run reuses it, so a step loop allocates no tensor memory. Values in it are views (owner: the
-/// arena) that the interpreter copies out before returning.
+/// arena) that the interpreter copies out before returning. A run of a function with a smaller
+/// plan gives the pages past its end back to the system (they come back zeroed when next
+/// written): between an edit's steps the prefix cache refresh and the probe need less, and
+/// the memory the step's output head held is not kept resident through them.
 final class Arena {
     private(set) var base: UnsafeMutableRawPointer?
     private(set) var capacity = 0
+    /// Bytes the last run may have written.
+    private var used = 0
 
     /// The start of at least `bytes` bytes (contents unspecified).
     func reserve(_ bytes: Int) -> UnsafeMutableRawPointer {
@@ -14,8 +22,20 @@ final class Arena {
             base?.deallocate()
             base = UnsafeMutableRawPointer.allocate(byteCount: max(bytes, 1), alignment: ArenaPlan.alignment)
             capacity = bytes
+        } else if bytes < used {
+            dropPages(from: bytes)
         }
+        used = bytes
         return base!
+    }
+
+    /// Gives the whole pages from `offset` on back to the system, keeping the allocation.
+    func dropPages(from offset: Int = 0) {
+        guard let base else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (Int(bitPattern: base) + offset + page - 1) / page * page, end = (Int(bitPattern: base) + capacity) / page * page
+        if end > start { _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, Int32(MADV_DONTNEED)) }
+        used = min(used, offset)
     }
 
     /// Whether `d` is a view into this arena.

@@ -451,6 +451,11 @@ final class IntKernelTests: XCTestCase {
         let flat = try f.emit(.reshape, [both], ["shape": .ints([2 * 10 * n])])
         f.output("inv", inv); f.output("top", top); f.output("cols", cols); f.output("flat", flat); f.output("h", h)
         f.finish()
+        // A smaller function: running it between two runs of f gives f's pages past its end back.
+        let g = FunctionBuilder("g", in: mb)
+        let (ga, gb) = (g.param("a", TensorType(.i16, [4])), g.param("b", TensorType(.i16, [4])))
+        g.output("y", try g.emit(.mul, [ga, gb]))
+        g.finish()
         let interp = try Interpreter(module: mb.module)
         let x1 = i16s(rows * k), x2 = i16s(rows * k)
         let first = try interp.run("f", ["x": .i16(x1)])
@@ -465,6 +470,9 @@ final class IntKernelTests: XCTestCase {
             if case .i16View = first[name]! { XCTFail("\(name) is returned as a view into the arena") }
         }
         XCTAssertFalse(second["h"]! == first["h"]!, "other inputs gave the same h")
+        XCTAssertEqual(ints(try interp.run("g", ["a": .i16([1, -2, 3, 4]), "b": .i16([5, 6, -7, 8])])["y"]!), [5, -12, -21, 32])
+        let again = try interp.run("f", ["x": .i16(x1)])
+        for name in ["inv", "top", "cols", "flat", "h"] { XCTAssertTrue(again[name]! == first[name]!, "\(name) differs after a smaller function ran") }
         XCTAssertTrue(ints(first["inv"]!).contains { $0 != 0 } && ints(first["cols"]!).contains { $0 != 0 }, "trivial data")
     }
 

@@ -287,8 +287,8 @@ struct EditStep: ParsableCommand {
         print(String(format: "  time (median of %d):  %.3f s", runs, t))
         print(String(format: "  integer MACs:         %.2f G  (%.1f GMAC/s)", macs / 1e9, macs / 1e9 / t))
         let plan = MemoryPlanPass.plan(f)
-        print(String(format: "  arena (memory-plan):  %.2f MiB, at most %.2f MiB live at once; ops writing outside it: %@", Double(plan.peak) / 1048576,
-                     Double(plan.mostLive) / 1048576, g.interpreter.resultsOutsideArena.map(String.init) ?? "not run in an arena"))
+        print(String(format: "  arena (memory-plan):  %.2f MiB, at most %.2f MiB live at once", Double(plan.peak) / 1048576, Double(plan.mostLive) / 1048576))
+        print("  ops writing outside the arena: \(g.interpreter.resultsOutsideArena.map(String.init) ?? "none (not run in an arena)")")
         try printProfile(g.interpreter, g.name, runs: runs)
     }
 }
