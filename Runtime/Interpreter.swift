@@ -55,8 +55,8 @@ public final class Interpreter {
     static func prepare(_ op: Op, _ t: [TensorType]) throws -> Prepared? {
         let at = AttrReader(op.attributes)
         switch op.kind {
-        case .add, .sub, .mul where op.type.dtype != .f32:
-            return .broadcast(Broadcast.layout(t[0].shape, t[1].shape, out: op.type.shape))
+        case .add, .sub, .mul:
+            return op.type.dtype == .f32 ? nil : .broadcast(Broadcast.layout(t[0].shape, t[1].shape, out: op.type.shape))
         case .transpose:
             return .copies(ShapeKernels.StridedCopy.transpose(t[0].shape, perm: try at.ints("perm")), count: op.type.elementCount)
         case .slice:
